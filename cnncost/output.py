@@ -1,0 +1,115 @@
+"""Render tables as rich text, JSON, CSV or markdown, and write files atomically (never half-written)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from cnncost.errors import CnnCostError
+from cnncost.units import Unit, human
+
+FORMATS = ("table", "json", "csv", "md")
+COUNT_WORDS = ("macs", "flops", "params", "activations", "bytes", "adds", "buffers", "weights")
+
+Records = list[dict]
+
+
+def check_format(fmt: str) -> str:
+    """The format name, or a one-line error listing the choices."""
+    if fmt not in FORMATS:
+        raise CnnCostError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def in_unit(records: Iterable[Mapping], unit: Unit) -> Records:
+    """Rename every *macs* field to *flops* (and double it) when the unit is FLOPs."""
+    if unit.name == "macs":
+        return [dict(r) for r in records]
+    return [{k.replace("macs", "flops"): (unit.of(v) if "macs" in k and isinstance(v, int) else v)
+             for k, v in r.items()} for r in records]
+
+
+def is_count(column: str) -> bool:
+    """Whether a column holds a count shown with a metric prefix in human formats."""
+    return any(word in column for word in COUNT_WORDS) and "per" not in column
+
+
+def humanize(records: Records) -> Records:
+    """Counts as 112.9M / 4.09G, for tables meant to be read."""
+    return [{k: human(v) if is_count(k) and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+             for k, v in r.items()} for r in records]
+
+
+def render(tables: Mapping[str, Records], fmt: str, data: object = None) -> str:
+    """Text of tables in a format: rich table, JSON (data, or the tables), CSV (the first table), markdown."""
+    check_format(fmt)
+    if fmt == "json":
+        return json.dumps(tables if data is None else data, indent=2) + "\n"
+    if fmt == "csv":
+        return to_csv(next(iter(tables.values()), []))
+    if fmt == "md":
+        from tabulate import tabulate
+        return "\n".join(f"### {title}\n\n{tabulate(humanize(rows), headers='keys', tablefmt='github')}\n"
+                         for title, rows in tables.items())
+    return to_rich(tables)
+
+
+def to_csv(rows: Records) -> str:
+    """Rows as CSV with a header, exact numbers."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def to_rich(tables: Mapping[str, Records]) -> str:
+    """Tables drawn by rich, numbers right-aligned with metric prefixes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=io.StringIO(), width=max(100, int(os.environ.get("COLUMNS", 160))), record=True)
+    for title, rows in tables.items():
+        table = Table(title=title, title_justify="left")
+        shown = humanize(rows)
+        for column in (rows[0] if rows else {}):
+            numeric = isinstance(rows[0][column], (int, float))
+            table.add_column(column, justify="right" if numeric else "left")
+        for row in shown:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    return console.export_text()
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to path via a temporary file and rename: the file is whole or untouched."""
+    path = Path(path)
+    if path.is_dir():
+        raise CnnCostError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise CnnCostError(f"cannot write {path}: directory {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+
+
+def emit(tables: Mapping[str, Records], fmt: str, output: str | None = None, data: object = None) -> None:
+    """Print the rendered tables, or write them to a file when output is given."""
+    text = render(tables, fmt, data)
+    if output:
+        write_atomic(output, text)
+    else:
+        print(text, end="")
