@@ -24,10 +24,10 @@ def step(label: str, c: Cost, unit: Unit) -> dict:
 
 def compare_bottleneck(in_channels: int = 480, out_channels: int = 48, size: int = 14, kernel: int = 5,
                        reduce: int = 16, stride: int = 1, groups: int = 1, batch: int = 1, bias: bool = False,
-                       unit: Unit = UNITS["macs"]) -> dict:
-    """Direct k x k conv vs 1x1 reduction + k x k conv ('same' padding), with totals and savings."""
+                       unit: Unit = UNITS["macs"], padding: int | None = None) -> dict:
+    """Direct k x k conv vs 1x1 reduction + k x k conv (padding default k // 2, 'same'), with totals and savings."""
     x = check_shape((batch, in_channels, size, size))
-    conv = dict(kernel=kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
+    conv = dict(kernel=kernel, stride=stride, padding=kernel // 2 if padding is None else padding, groups=groups, bias=bias)
     direct = conv2d(x, out_channels, **conv)
     squeeze = conv2d(x, reduce, kernel=1, bias=bias)
     spread = conv2d(squeeze.out_shape, out_channels, **conv)

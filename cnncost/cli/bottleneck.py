@@ -1,7 +1,7 @@
 """`cnncost bottleneck`: the lecture's 1x1 reduction example, arithmetic shown."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,6 +17,7 @@ def bottleneck(
     kernel: Annotated[int, typer.Option("--kernel", help="Kernel size k of the k x k conv.")] = 5,
     reduce: Annotated[int, typer.Option("--reduce", help="Channels after the 1x1 reduction.")] = 16,
     stride: Annotated[int, typer.Option("--stride", help="Stride of the k x k conv.")] = 1,
+    padding: Annotated[Optional[int], typer.Option("--padding", help="Padding of the k x k conv [default: k // 2].")] = None,
     groups: Annotated[int, typer.Option("--groups", help="Groups of the k x k conv.")] = 1,
     batch: BatchOpt = 1,
     bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Give every conv a bias.")] = False,
@@ -31,5 +32,5 @@ def bottleneck(
 
     check_format(fmt)
     result = compare_bottleneck(in_channels, out_channels, size, kernel, reduce, stride, groups, batch, bias,
-                                to_unit(unit))
+                                to_unit(unit), padding)
     emit(bottleneck_tables(result), fmt, output, data=result)
