@@ -86,8 +86,8 @@ def to_rich(tables: Mapping[str, Records]) -> str:
     return console.export_text()
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temporary file and rename: the file is whole or untouched."""
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write text or bytes to path via a temporary file and rename: the file is whole or untouched."""
     path = Path(path)
     if path.is_dir():
         raise CnnCostError(f"cannot write {path}: it is a directory")
@@ -98,8 +98,9 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     except OSError as e:
         raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        binary = isinstance(content, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as handle:
+            handle.write(content)
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
