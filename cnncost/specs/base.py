@@ -7,6 +7,24 @@ from cnncost.errors import CnnCostError
 from cnncost.formulas import Cost, Shape, cost, fmt_shape
 
 
+_MEMO: dict[tuple, Cost] = {}
+MEMO_SIZE = 1 << 16
+
+
+def layer_cost(kind: str, in_shape: Shape, hyper: dict) -> Cost:
+    """cost() of one layer, memoized when its arguments are hashable: repeated blocks are computed once."""
+    try:
+        key = (kind, tuple(in_shape), *hyper.items())
+        c = _MEMO.get(key)
+    except TypeError:  # an unhashable hyper-parameter, e.g. a list of shapes
+        return cost(kind, in_shape, **hyper)
+    if c is None:
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()
+        c = _MEMO[key] = cost(kind, in_shape, **hyper)
+    return c
+
+
 @dataclass(frozen=True)
 class Layer:
     """One layer of a spec: its torchvision-style module name, the stage it belongs to, its cost."""
@@ -41,7 +59,7 @@ class Builder:
         """Append layer `name` of `kind` applied to x (default: the current shape) and return its output shape."""
         in_shape = self.shape if x is None else x
         try:
-            c = cost(kind, in_shape, **hyper)
+            c = layer_cost(kind, in_shape, hyper)
         except CnnCostError as e:
             raise CnnCostError(f"{self.spec.model}: layer {name} ({kind} on {fmt_shape(in_shape)}): {e}") from None
         self.spec.layers.append(Layer(name, self.stage, c))
