@@ -4,7 +4,7 @@ from __future__ import annotations
 from cnncost.specs import register
 from cnncost.specs.base import Builder, Spec
 
-PAPER = "Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with Deep CNNs (Fig. 2, Sec. 3.5)"
+PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs (Fig. 2, Sec. 3.5)"
 # (out channels, kernel, stride, padding) of conv1..conv5; max pool 3x3/2 after conv1, conv2 and conv5.
 TORCHVISION = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
 ORIGINAL = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1))

@@ -14,7 +14,7 @@ from cnncost.formulas import Shape
 from cnncost.specs import register
 from cnncost.specs.base import Builder, Spec
 
-PAPER = "Tan, Le 2019, EfficientNet: Rethinking Model Scaling for CNNs (Tables 1, 2)"
+PAPER = "Tan and Le 2019, EfficientNet: Rethinking Model Scaling for CNNs (Tables 1, 2)"
 # The paper's Table 1: expand ratio, kernel, stride, input channels, output channels, repeats (stages 2..8).
 B0 = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
       (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))

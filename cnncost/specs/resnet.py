@@ -16,7 +16,7 @@ from cnncost.specs.efficientnet import make_divisible
 
 RESNET = "He et al. 2016, Deep Residual Learning for Image Recognition (Table 1)"
 RESNEXT = "Xie et al. 2017, Aggregated Residual Transformations (Table 1; Table 3 for top-1)"
-WIDE = "Zagoruyko, Komodakis 2016, Wide Residual Networks"
+WIDE = "Zagoruyko and Komodakis 2016, Wide Residual Networks"
 DEPTHS = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3)),
           101: (True, (3, 4, 23, 3)), 152: (True, (3, 8, 36, 3))}
 

@@ -5,7 +5,7 @@ from cnncost.specs import register
 from cnncost.specs.alexnet import classifier
 from cnncost.specs.base import Builder, Spec
 
-PAPER = "Simonyan, Zisserman 2015, Very Deep Convolutional Networks (Tables 1, 2)"
+PAPER = "Simonyan and Zisserman 2015, Very Deep Convolutional Networks (Tables 1, 2)"
 # 3x3 convs per block (channels 64, 128, 256, 512, 512), each block ending in a 2x2/2 max pool.
 CONFIGS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 WIDTHS = (64, 128, 256, 512, 512)

@@ -1,0 +1,229 @@
+"""The model catalog: list the registered specs, and compare models side by side, stage by stage (no torch)."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import NamedTuple, Sequence
+
+import pandas as pd
+
+from cnncost.errors import CnnCostError
+from cnncost.formulas import CORE
+from cnncost.result import Result, expand
+from cnncost.specs import ALIASES, MODELS, Spec, build, names, resolve
+from cnncost.units import UNITS, Unit
+
+FAMILIES = ("alexnet", "vgg", "googlenet", "resnet", "resnext", "densenet", "efficientnet")
+BRANCH = re.compile(r"^(.*?)\.branch(\d+)\b")
+BLOCK = re.compile(r"^(layer\d+\.\d+|features\.denseblock\d+\.denselayer\d+|features\.\d+\.\d+)\.")
+POOLS = {"maxpool2d": "max pool", "avgpool2d": "avg pool", "adaptive_avgpool2d": "avg pool"}
+
+
+class Comparison(NamedTuple):
+    """Models side by side: one row of totals per model, and one row per stage."""
+
+    totals: pd.DataFrame
+    stages: pd.DataFrame
+
+
+def spec_totals(spec: Spec) -> dict[str, int]:
+    """Parameters, core (conv + linear) MACs and all MACs of a spec, summed without pandas (fast)."""
+    costs = [layer.cost for layer in expand(spec.layers)]
+    return {"params": sum(c.params for c in costs), "core_macs": sum(c.macs for c in costs if c.category in CORE),
+            "macs": sum(c.macs for c in costs)}
+
+
+def family_order(name: str) -> tuple[int, int]:
+    """Sort key: the lecture's order of families, then registration order."""
+    family = MODELS[name].family
+    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), list(MODELS).index(name))
+
+
+def catalog(pattern: str = "*", unit: Unit = UNITS["macs"]) -> list[dict]:
+    """Registered models matching a wildcard: aliases, family, default input size, params, core MACs at that size."""
+    hits = sorted(names(pattern), key=family_order)
+    if not hits:
+        raise CnnCostError(f"no model matches {pattern!r}; `cnncost list` shows them all")
+    rows = []
+    for name in hits:
+        entry, totals = MODELS[name], spec_totals(build(name))
+        rows.append({"model": name, "aliases": ", ".join(a for a, m in ALIASES.items() if m == name),
+                     "family": entry.family, "size": entry.resolution, "params": totals["params"],
+                     f"core_{unit.name}": unit.of(totals["core_macs"]), "torchvision": entry.torchvision or ""})
+    return rows
+
+
+# -- describing a stage the way the papers' tables do ------------------------------------------
+
+
+def depth(table: pd.DataFrame) -> int:
+    """Weight layers (conv, linear) on the longest path: projection shortcuts skipped, the longest branch counted."""
+    core = table[table.category.isin(CORE) & ~table.name.str.contains("downsample", regex=False)]
+    chain, branches = 0, {}
+    for name in core.name:
+        match = BRANCH.match(name)
+        if match:
+            branches.setdefault(match.group(1), Counter())[match.group(2)] += 1
+        else:
+            chain += 1
+    return chain + sum(max(c.values()) for c in branches.values())
+
+
+def describe(row) -> str | None:
+    """One layer as in a paper's table: '3x3 128 g32', '3x3 96 dw', 'SE 4', 'fc 1000', 'max pool 3x3/2'."""
+    channels = int(row.out_shape.split("x")[1 if row.kind == "conv2d" else -1])
+    if row.kind == "conv2d":
+        if row.name.endswith(".fc2"):
+            return None
+        if row.name.endswith(".fc1"):
+            return f"SE {channels}"
+        group = "" if row.groups == 1 else " dw" if row.groups == channels else f" g{row.groups}"
+        return f"{row.kernel} {channels}{group}"
+    if row.kind == "linear":
+        return f"fc {channels}"
+    if row.name.endswith(".avgpool"):
+        return None  # squeeze-and-excitation's pool: part of 'SE'
+    if row.kind == "adaptive_avgpool2d":
+        return "global avg pool" if row.kernel == "->1x1" else f"avg pool {row.kernel}"
+    step = row.stride.split("x")[0]
+    return f"{POOLS[row.kind]} {row.kernel}/{step}"
+
+
+def repeated(ops: list[str]) -> str:
+    """Ops as 'head, [unit] xN' when everything after a head repeats one unit N >= 2 times, else listed."""
+    for start in range(len(ops)):
+        rest = ops[start:]
+        for size in range(1, len(rest) // 2 + 1):
+            times, extra = divmod(len(rest), size)
+            if not extra and rest == rest[:size] * times:
+                unit = rest[0] if size == 1 and rest[0][0] in "[(" else f"[{', '.join(rest[:size])}]"
+                return ", ".join([*ops[:start], f"{unit} x{times}"])
+    return ", ".join(ops)
+
+
+def group_of(name: str) -> tuple[str, str, str] | None:
+    """('branch', module, branch) for an inception branch, ('block', block, '') for a residual/dense/MBConv block."""
+    match = BRANCH.match(name)
+    if match:
+        return "branch", match.group(1), match.group(2)
+    match = BLOCK.match(name)
+    return ("block", match.group(1), "") if match else None
+
+
+def layer_ops(rows: pd.DataFrame) -> list[str]:
+    """Described layers in order; a block's layers become one '[a, b, c]' op, an inception module '(a | b, c)'."""
+    ops, groups = [], {}
+    for row in rows.itertuples():
+        text, group = describe(row), group_of(row.name)
+        if text and group:
+            kind, owner, branch = group
+            if owner not in groups:
+                ops.append(owner)
+                groups[owner] = (kind, {})
+            groups[owner][1].setdefault(branch, []).append(text)
+        elif text:
+            ops.append(text)
+    shown = {owner: f"({' | '.join(', '.join(b) for b in parts.values())})" if kind == "branch"
+             else f"[{', '.join(parts[''])}]" for owner, (kind, parts) in groups.items()}
+    return [shown.get(op, op) for op in ops]
+
+
+def structure(rows: pd.DataFrame) -> str:
+    """A stage's convs, fc layers and pools as its paper's table writes them (shortcut projections left out)."""
+    keep = rows[rows.category.isin([*CORE, "pool"]) & ~rows.name.str.contains("downsample", regex=False)]
+    return repeated(layer_ops(keep))
+
+
+def output(shape: str) -> str:
+    """An output shape as the papers write it: 56x56x256 (H x W x C), or 1000 for a vector."""
+    dims = shape.split("x")[1:]
+    return "x".join(dims[1:] + dims[:1]) if len(dims) == 3 else "x".join(dims)
+
+
+def stage_rows(result: Result, unit: Unit = UNITS["macs"]) -> list[dict]:
+    """One row per stage: output shape, structure, params, core MACs and all MACs."""
+    rows = []
+    for stage, group in result.table.groupby("stage", sort=False):
+        core = group[group.category.isin(CORE)]
+        rows.append({"stage": stage, "output": output(group.out_shape.iloc[-1]), "structure": structure(group),
+                     "params": int(group.params.sum()), f"core_{unit.name}": unit.of(int(core.macs.sum())),
+                     f"all_{unit.name}": unit.of(int(group.macs.sum()))})
+    return rows
+
+
+# -- comparing models ----------------------------------------------------------------------------
+
+
+def published(name: str) -> dict:
+    """The paper's params, MACs (its "FLOPs") and top-1 where known; torchvision's top-1 (reads its metadata)."""
+    entry = resolve(name)
+    paper, count = entry.paper, lambda v: None if v is None else round(v)  # noqa: E731
+    out = {"published_params": count(paper.get("params")), "published_macs": count(paper.get("macs")),
+           "published_top1_pct": paper.get("top1"), "published_in": paper.get("source", "").split(",")[0],
+           "torchvision_top1_pct": None, "torchvision_weights": ""}
+    if entry.torchvision:
+        from torchvision.models import get_model_weights
+        weights = get_model_weights(entry.torchvision).DEFAULT
+        out.update(torchvision_top1_pct=weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+                   torchvision_weights=str(weights))
+    return out
+
+
+def totals_row(result: Result, unit: Unit, metadata: bool) -> dict:
+    """A model's totals in a unit (with core FLOPs beside core MACs), depth, and published numbers."""
+    core, every = result.core_macs, result.total("macs")
+    row = {"model": result.model, "input": "x".join(map(str, result.input_shape)), "params": result.total("params"),
+           f"core_{unit.name}": unit.of(core), **({"core_flops": 2 * core} if unit.name == "macs" else {}),
+           f"all_{unit.name}": unit.of(every), "activations": result.total("activations"),
+           "depth": depth(result.table)}
+    return {**row, **(published(result.model) if metadata else {})}
+
+
+def ratios(rows: list[dict], columns: Sequence[str]) -> list[dict]:
+    """Each row with column_ratio = value / the first row's value."""
+    first = rows[0]
+    return [{**r, **{f"{c}_ratio": round(r[c] / first[c], 3) if first[c] else None for c in columns}} for r in rows]
+
+
+def merged_order(orders: list[list[str]]) -> list[str]:
+    """Stage names of several models in one order that keeps each model's own order (new ones go before the
+    next stage they share with the models already placed)."""
+    merged: list[str] = []
+    for order in orders:
+        for i, stage in enumerate(order):
+            if stage not in merged:
+                later = [merged.index(s) for s in order[i + 1:] if s in merged]
+                merged.insert(later[0] if later else len(merged), stage)
+    return merged
+
+
+def by_stage(results: list[Result], unit: Unit) -> list[dict]:
+    """Per-stage rows of several models, stage by stage (in order of first appearance), the models adjacent;
+    core MACs also as a ratio to the first model's same stage."""
+    tables = {r.model: {row["stage"]: row for row in stage_rows(r, unit)} for r in results}
+    first, key = tables[results[0].model], f"core_{unit.name}"
+    return [{"stage": stage, "model": model, **{k: v for k, v in table[stage].items() if k != "stage"},
+             f"{key}_ratio": round(table[stage][key] / first[stage][key], 3) if first.get(stage, {}).get(key)
+             else None}
+            for stage in merged_order([list(t) for t in tables.values()]) for model, table in tables.items()
+            if stage in table]
+
+
+def comparison(models: Sequence[str], size: int | None = None, batch: int = 1, dtype: str = "fp32",
+               unit: Unit = UNITS["macs"], metadata: bool = True) -> tuple[list[dict], list[dict]]:
+    """Totals rows (ratios to the first model) and per-stage rows of several models, exact integers or None."""
+    if len(models) < 2:
+        raise CnnCostError("compare needs at least two models")
+    twice = [name for name, n in Counter(resolve(m).name for m in models).items() if n > 1]
+    if twice:
+        raise CnnCostError(f"{twice[0]} is given twice (names and aliases count as the same model)")
+    results = [Result.from_spec(build(m, batch=batch, size=size), dtype) for m in models]
+    rows = ratios([totals_row(r, unit, metadata) for r in results], ["params", f"core_{unit.name}", "activations"])
+    return rows, by_stage(results, unit)
+
+
+def compare(models: Sequence[str], size: int | None = None, batch: int = 1, dtype: str = "fp32",
+            unit: Unit = UNITS["macs"], metadata: bool = True) -> Comparison:
+    """Totals (one row per model, ratios to the first) and the per-stage table (conv1, conv2_x, ... fc)."""
+    totals, stages = comparison(models, size, batch, dtype, unit, metadata)
+    return Comparison(pd.DataFrame(totals), pd.DataFrame(stages))

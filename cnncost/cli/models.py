@@ -1,0 +1,165 @@
+"""`cnncost list`, `show`, `compare` and `scale`: the lecture's architectures as data, no torch needed."""
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from cnncost.cli.app import app
+from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt
+
+ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet50, resnext50 (see `cnncost list`).")]
+ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
+MultOpt = Annotated[Optional[float], typer.Option(help="Multiplier applied to the base (default 1).")]
+
+SCALING_NOTES = [
+    "predicted = the base's conv + linear count x d x w^2 x r^2 (alpha=1.2, beta=1.1, gamma=1.15: ~2x per phi)",
+    "repeats round up per stage: d=1.1 turns B0's 16 blocks into 23 (stages of 1 block become 2)",
+    "channels round to multiples of 8 (never losing more than 10%); the input size rounds to an integer",
+    "depthwise convs, the stem (3 input channels) and the classifier grow with w, not w^2",
+]
+
+
+def blank(rows: list[dict], fmt: str) -> list[dict]:
+    """Unknown values (None) shown as empty cells in tables meant to be read; JSON keeps null."""
+    if fmt == "json":
+        return rows
+    return [{k: "" if v is None else v for k, v in r.items()} for r in rows]
+
+
+def compact(rows: list[dict], unit) -> list[dict]:
+    """Per-layer rows narrowed for reading: kernel/stride/groups as one 'window', bytes read + written as one."""
+    def window(r: dict) -> str:
+        stride = r["stride"].split("x")[0] if r["stride"] else "1"
+        return r["kernel"] + (f"/{stride}" if stride != "1" else "") + (f" g{r['groups']}" if r["groups"] != 1 else "")
+    return [{"name": r["name"], "kind": r["kind"], "in_shape": r["in_shape"], "out_shape": r["out_shape"],
+             "window": window(r), "params": r["params"], unit.name: r[unit.name], "activations": r["activations"],
+             "bytes": r["bytes_read"] + r["bytes_written"], "flop_per_byte": r["intensity_flop_per_byte"]}
+            for r in rows]
+
+
+def side_by_side(totals: list[dict]) -> list[dict]:
+    """Totals turned for reading: one row per quantity, a column per model, then its ratio to the first model."""
+    from cnncost.output import is_count
+    from cnncost.units import human
+    first, rows = totals[0], []
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    for key in (k for k in first if k != "model" and not k.endswith("_ratio")):
+        row = {"quantity": key}
+        for i, t in enumerate(totals):
+            value = t[key]
+            row[t["model"]] = "" if value is None else human(value) if is_count(key) and number(value) else str(value)
+            if i:
+                ok = (is_count(key) or key == "depth") and number(value) and number(first[key]) and first[key]
+                row[f"{t['model']} / {first['model']}"] = f"{value / first[key]:.3f}" if ok else ""
+        rows.append(row)
+    return rows
+
+
+def prepare(fmt: str, unit: str):
+    """Check the format and return the unit (errors before any work)."""
+    from cnncost.output import check_format
+    from cnncost.units import unit as to_unit
+    check_format(fmt)
+    return to_unit(unit)
+
+
+@app.command("list")
+def list_models(
+    pattern: Annotated[str, typer.Argument(help="Shell-style wildcard over names and aliases, e.g. 'resnet*'.")] = "*",
+    unit: UnitOpt = "macs",
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Registered models: aliases, family, input size, parameters and conv + linear MACs at that size."""
+    from cnncost.catalog import catalog
+    from cnncost.output import emit, in_unit
+    u = prepare(fmt, unit)
+    rows = in_unit(catalog(pattern), u)
+    emit({f"Models (core {u.label} = conv + linear, at each model's own input size)": rows}, fmt, output, data=rows)
+
+
+@app.command()
+def show(
+    model: ModelArg,
+    size: SizeOpt = None,
+    batch: BatchOpt = 1,
+    by: ByOpt = "layer",
+    unit: UnitOpt = "macs",
+    dtype: DtypeOpt = "fp32",
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals."""
+    import cnncost
+    from cnncost.catalog import depth
+    from cnncost.output import emit, in_unit
+    u = prepare(fmt, unit)
+    result = cnncost.analyze(model, size, batch, dtype)
+    rows = in_unit(result.by(by).drop(columns="flops").to_dict("records"), u)
+    totals = in_unit([{"layers": len(result.table), "depth": depth(result.table), **result.totals()}], u)
+    shape = "x".join(map(str, result.input_shape))
+    data = {"model": result.model, "input_shape": list(result.input_shape), "dtype": dtype, "unit": u.name,
+            "by": by, "rows": rows, "totals": totals[0]}
+    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else rows
+    emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals},
+         fmt, output, data=data)
+
+
+@app.command()
+def compare(
+    models: Annotated[List[str], typer.Argument(help="Two or more models; ratios are to the first.")],
+    size: SizeOpt = None,
+    batch: BatchOpt = 1,
+    unit: UnitOpt = "macs",
+    dtype: DtypeOpt = "fp32",
+    stages: Annotated[bool, typer.Option("--stages", help="Only the per-stage table (what csv then holds).")] = False,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Models side by side: params, MACs, FLOPs, activations, depth, top-1, ratios; then stage by stage."""
+    from cnncost.catalog import comparison
+    from cnncost.output import emit
+    u = prepare(fmt, unit)
+    totals, per_stage = comparison(models, size, batch, dtype, u, metadata=not stages)
+    human = fmt in ("table", "md")
+    tables = {f"Per stage (core {u.label} = conv + linear; all = every category; ratio to {totals[0]['model']})":
+              blank(per_stage, fmt)}
+    if not stages:
+        tables = {f"Totals (core = conv + linear)": side_by_side(totals) if human else totals, **tables}
+    emit(tables, fmt, output, data={"unit": u.name, **({} if stages else {"totals": totals}), "stages": per_stage})
+
+
+@app.command()
+def scale(
+    base: Annotated[str, typer.Argument(help="Model to scale (EfficientNet or ResNet family).")] = "efficientnet_b0",
+    phi: Annotated[Optional[List[float]], typer.Option("--phi", help="Compound coefficient; repeat for several "
+                                                       "(default 0..7).")] = None,
+    depth: MultOpt = None,
+    width: MultOpt = None,
+    resolution: MultOpt = None,
+    published: Annotated[bool, typer.Option("--published", help="The registered B1..B7 as multipliers of "
+                                            "the base.")] = False,
+    unit: UnitOpt = "macs",
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Compound scaling: predicted MACs (base x d x w^2 x r^2) against the exact count of the scaled spec."""
+    from cnncost import scaling
+    from cnncost.errors import CnnCostError
+    from cnncost.output import emit, in_unit
+    u = prepare(fmt, unit)
+    explicit = [m for m in (depth, width, resolution) if m is not None]
+    if sum(map(bool, (phi, explicit, published))) > 1:
+        raise CnnCostError("give --phi, or --depth/--width/--resolution, or --published, not several")
+    if published:
+        rows = scaling.published(base)
+    elif explicit:
+        rows = [scaling.scale(base, *(1.0 if m is None else m for m in (depth, width, resolution)))]
+    else:
+        rows = scaling.series(base, phi or range(8))
+    rows, name = in_unit(rows, u), scaling.scalable_entry(base).name
+    title = f"Scaling {name}: predicted vs exact conv + linear {u.label}"
+    notes = [{"why exact differs from predicted": n} for n in SCALING_NOTES]
+    emit({title: rows, "Notes": notes}, fmt, output,
+         data={"base": name, "unit": u.name, "rows": rows, "notes": SCALING_NOTES})

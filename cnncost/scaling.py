@@ -1,0 +1,92 @@
+"""Compound scaling made explorable: predicted MACs (base x d x w^2 x r^2) against the exact scaled spec.
+
+EfficientNet scales depth by alpha^phi, width by beta^phi and resolution by gamma^phi, with
+alpha = 1.2, beta = 1.1, gamma = 1.15 found on B0 so that alpha x beta^2 x gamma^2 ~ 2: each
+step of phi should double the MACs. The exact count drifts from that prediction because
+channels round to multiples of 8 and repeats round up, the input size is an integer, and
+some layers do not grow with w^2: depthwise convs, the stem (3 input channels) and the
+classifier grow with w only.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from cnncost.catalog import spec_totals
+from cnncost.errors import CnnCostError
+from cnncost.specs import MODELS, Builder, ModelEntry, resolve
+
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
+KNOBS = ("width_mult", "depth_mult")
+
+
+def compound(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> tuple[float, ...]:
+    """Depth, width and resolution multipliers of compound coefficient phi: alpha^phi, beta^phi, gamma^phi."""
+    return alpha**phi, beta**phi, gamma**phi
+
+
+def scalable(entry: ModelEntry) -> bool:
+    """Whether a model's builder takes width and depth multipliers."""
+    return set(KNOBS) <= set(inspect.signature(entry.build).parameters)
+
+
+def scalable_entry(base: str) -> ModelEntry:
+    """The registry entry of a base model that can be scaled, or an error listing the families that can."""
+    entry = resolve(base)
+    if not scalable(entry):
+        families = sorted({e.family for e in MODELS.values() if scalable(e)})
+        raise CnnCostError(f"{entry.name} cannot be scaled; bases from these families can: {', '.join(families)}")
+    return entry
+
+
+def exact(entry: ModelEntry, depth: float = 1.0, width: float = 1.0, size: int | None = None) -> dict[str, int]:
+    """Totals of the base's builder run with its depth and width multiplied, at an input size."""
+    size = entry.resolution if size is None else size
+    kwargs = {**entry.kwargs, "width_mult": entry.kwargs.get("width_mult", 1.0) * width,
+              "depth_mult": entry.kwargs.get("depth_mult", 1.0) * depth}
+    name = f"{entry.name} (depth x{depth:g}, width x{width:g}, {size}x{size})"
+    return spec_totals(entry.build(Builder(name, (1, 3, size, size)), **kwargs))
+
+
+def scale(base: str = "efficientnet_b0", depth: float = 1.0, width: float = 1.0, resolution: float = 1.0,
+          phi: float | None = None, label: str = "") -> dict:
+    """One scaled model: multipliers, predicted core MACs = base x d x w^2 x r^2, and the exact count."""
+    entry = scalable_entry(base)
+    if phi is not None:
+        depth, width, resolution = compound(phi)
+    if min(depth, width, resolution) <= 0:
+        raise CnnCostError(f"multipliers must be positive, got depth {depth:g}, width {width:g}, "
+                           f"resolution {resolution:g}")
+    size = round(entry.resolution * resolution)
+    if size < 1:
+        raise CnnCostError(f"resolution x{resolution:g} of {entry.resolution} leaves no pixels")
+    start, scaled = exact(entry), exact(entry, depth, width, size)
+    growth = depth * width**2 * resolution**2
+    predicted, predicted_params = round(start["core_macs"] * growth), round(start["params"] * depth * width**2)
+    return {"model": label or (f"phi={phi:g}" if phi is not None else "custom"), "depth_mult": round(depth, 4), "width_mult": round(width, 4), "resolution_mult": round(resolution, 4),
+            "size": size, "d_w2_r2": round(growth, 4), "predicted_core_macs": predicted,
+            "core_macs": scaled["core_macs"], "core_macs_vs_predicted": round(scaled["core_macs"] / predicted, 3),
+            "predicted_params": predicted_params, "params": scaled["params"],
+            "params_vs_predicted": round(scaled["params"] / predicted_params, 3)}
+
+
+def series(base: str = "efficientnet_b0", phis: Iterable[float] = range(8)) -> list[dict]:
+    """Compound scaling of a base for several phi."""
+    return [scale(base, phi=phi) for phi in phis]
+
+
+def published(base: str = "efficientnet_b0") -> list[dict]:
+    """The registered siblings of a base (EfficientNet-B1..B7) as multipliers of it, predicted against exact."""
+    entry = scalable_entry(base)
+    fixed = lambda e: {k: v for k, v in e.kwargs.items() if k not in KNOBS}  # noqa: E731
+    siblings = [e for e in MODELS.values() if e.build is entry.build and fixed(e) == fixed(entry)]
+    return [scale(entry.name, e.kwargs.get("depth_mult", 1.0) / entry.kwargs.get("depth_mult", 1.0),
+                  e.kwargs.get("width_mult", 1.0) / entry.kwargs.get("width_mult", 1.0),
+                  e.resolution / entry.resolution, label=e.name) for e in siblings]
+
+
+def scaling_table(base: str = "efficientnet_b0", phis: Sequence[float] | None = None) -> pd.DataFrame:
+    """The calculator as a DataFrame: compound scaling over phi (default 0..7) of a base."""
+    return pd.DataFrame(series(base, range(8) if phis is None else phis))
