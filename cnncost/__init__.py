@@ -9,3 +9,28 @@ def analyze(model: str, size: int | None = None, batch: int = 1, dtype: str = "f
     from cnncost.result import Result
     from cnncost.specs import build
     return Result.from_spec(build(model, batch=batch, size=size), dtype)
+
+
+def list_models(pattern: str = "*"):
+    """Registered models matching a wildcard, as a DataFrame: aliases, family, size, params, core MACs."""
+    import pandas as pd
+    from cnncost.catalog import catalog
+    return pd.DataFrame(catalog(pattern))
+
+
+def compare(*models: str, size: int | None = None, batch: int = 1, dtype: str = "fp32"):
+    """Models side by side: `.totals` (a row per model, ratios to the first) and `.stages` DataFrames."""
+    from cnncost.catalog import compare as compare_models
+    return compare_models(models, size, batch, dtype)
+
+
+def scale(base: str = "efficientnet_b0", phi=None, depth: float = 1.0, width: float = 1.0,
+          resolution: float = 1.0):
+    """Compound scaling as a DataFrame: predicted MACs (base x d x w^2 x r^2) against the exact count;
+    phi may be one number or several (default: 0..7 when no multiplier is given)."""
+    import pandas as pd
+    from cnncost import scaling
+    if phi is None and (depth, width, resolution) != (1.0, 1.0, 1.0):
+        return pd.DataFrame([scaling.scale(base, depth, width, resolution)])
+    phis = range(8) if phi is None else [phi] if isinstance(phi, (int, float)) else phi
+    return pd.DataFrame(scaling.series(base, phis))
