@@ -1,0 +1,364 @@
+"""Our own counter: every aten op of a real nn.Module, seen under a dispatch mode on the meta device.
+
+Each op is attributed to the innermost module being called (``(model)`` for the root) and costed by the
+same formulas as the analytic specs, with the hyper-parameters read from the op's own arguments. So
+``F.conv2d``, ``x + y``, ``x * s`` and ``torch.cat`` count exactly like nn.Conv2d and friends. Rows are one
+per (module call, layer kind). Parameters are counted once per tensor, at the first op that reads them.
+Ops with no formula become rows of their own and are listed in ``Result.unsupported``; never silently zero.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from cnncost.errors import CnnCostError
+from cnncost.formulas import Cost, cost, fmt_shape
+from cnncost.result import SUMMED, Result, cost_row, frame
+from cnncost.trace.kinds import root_name, stage_of
+from cnncost.trace.models import ModelSource, one_line
+
+SOURCE = "cnncost trace"
+# Ops that do no arithmetic: views, allocations and copies. A view of a parameter stays that parameter.
+ZERO_COST = frozenset("""view _unsafe_view reshape _reshape_alias t transpose permute expand expand_as unsqueeze
+squeeze detach alias empty empty_like new_empty empty_strided zeros zeros_like ones ones_like full full_like
+new_zeros new_ones fill zero slice select split split_with_sizes chunk unbind as_strided narrow unfold clone
+_to_copy copy contiguous lift_fresh lift_fresh_copy arange scalar_tensor dropout sym_size
+_local_scalar_dense""".split())
+
+Layer = tuple[str, tuple, dict]  # (kind, input shape, hyper-parameters) for formulas.cost
+
+
+def shape(t: Any) -> tuple[int, ...]:
+    """A tensor's shape; a Python number or 0-d tensor as (1,)."""
+    return tuple(t.shape) or (1,) if isinstance(t, torch.Tensor) else (1,)
+
+
+def ints(value: Any) -> int | tuple[int, ...]:
+    """A kernel/stride/padding argument as an int or a pair."""
+    value = [value] if isinstance(value, int) else list(value)
+    return value[0] if len(value) == 1 else tuple(value)
+
+
+def fill(args: tuple, defaults: tuple) -> tuple:
+    """Positional arguments completed with the op's defaults for those not passed."""
+    return (*args[:len(defaults)], *defaults[len(args):])
+
+
+def conv(args: tuple) -> Layer | None:
+    """aten.convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups): 2-d only."""
+    x, w, b, stride, padding, dilation, transposed, _, groups = args[:9]
+    if transposed or x.dim() != 4:
+        return None
+    return "conv2d", shape(x), dict(out_channels=w.shape[0], kernel=tuple(w.shape[2:]), stride=ints(stride),
+                                    padding=ints(padding), dilation=ints(dilation), groups=groups,
+                                    bias=b is not None)
+
+
+def batch_norm(args: tuple) -> Layer:
+    """Any batch norm variant (x, weight, bias, running_mean, running_var, ...)."""
+    return "batchnorm2d", shape(args[0]), {"affine": args[1] is not None}
+
+
+def activation(kind: str) -> Callable[[tuple], Layer]:
+    """A one-input activation."""
+    return lambda args: (kind, shape(args[0]), {})
+
+
+def hardtanh(args: tuple) -> Layer | None:
+    """hardtanh(x, 0, 6) is ReLU6; other bounds have no formula."""
+    bounds = tuple(float(v) for v in args[1:3])
+    return ("relu6", shape(args[0]), {}) if bounds == (0.0, 6.0) else None
+
+
+def max_pool(args: tuple) -> Layer:
+    """max_pool2d(x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)."""
+    x, kernel, stride, padding, dilation, ceil_mode = fill(args, (None, None, [], 0, 1, False))
+    return "maxpool2d", shape(x), dict(kernel=ints(kernel), stride=ints(stride) if stride else None,
+                                       padding=ints(padding), dilation=ints(dilation), ceil_mode=bool(ceil_mode))
+
+
+def avg_pool(args: tuple) -> Layer:
+    """avg_pool2d(x, kernel, stride=[], padding=0, ceil_mode=False, ...)."""
+    x, kernel, stride, padding, ceil_mode = fill(args, (None, None, [], 0, False))
+    return "avgpool2d", shape(x), dict(kernel=ints(kernel), stride=ints(stride) if stride else None,
+                                       padding=ints(padding), ceil_mode=bool(ceil_mode))
+
+
+def adaptive_avg_pool(args: tuple) -> Layer:
+    """adaptive_avg_pool2d(x, output_size)."""
+    return "adaptive_avgpool2d", shape(args[0]), {"output_size": ints(args[1])}
+
+
+def mean(args: tuple) -> Layer | None:
+    """mean over H and W of an NCHW tensor is a global average pool (how adaptive_avg_pool2d(1) runs)."""
+    x, dims = args[0], args[1] if len(args) > 1 else None
+    if x.dim() == 4 and dims is not None and sorted(d % 4 for d in dims) == [2, 3]:
+        return "adaptive_avgpool2d", shape(x), {"output_size": 1}
+    return None
+
+
+def binary(kind: str) -> Callable[[tuple], Layer]:
+    """An elementwise op of two operands (tensor or number), broadcast."""
+    return lambda args: (kind, shape(args[0]), {"other": shape(args[1])})
+
+
+def cat(args: tuple) -> Layer:
+    """cat(tensors, dim=0)."""
+    tensors, dim = args[0], args[1] if len(args) > 1 else 0
+    first = shape(tensors[0])
+    return "concat", first, {"others": [shape(t) for t in tensors[1:]], "dim": dim % len(first)}
+
+
+def view(args: tuple, out: torch.Tensor) -> Layer | None:
+    """A view from N x ... to N x rest is a flatten; any other view is free and not a row."""
+    x = args[0]
+    if x.dim() > 2 and out.dim() == 2 and out.shape[0] == x.shape[0]:
+        return "flatten", shape(x), {}
+    return None
+
+
+def matmul(bias: bool, first: int = 0) -> Callable[[tuple], Layer]:
+    """mm / bmm / addmm: rows x in_features x out_features multiply-adds (addmm adds a bias)."""
+    return lambda args: ("linear", shape(args[first]), {"out_features": args[first + 1].shape[-1], "bias": bias})
+
+
+def linear(args: tuple) -> Layer:
+    """aten.linear(x, weight, bias=None), seen on some backends."""
+    bias = len(args) > 2 and args[2] is not None
+    return "linear", shape(args[0]), {"out_features": args[1].shape[0], "bias": bias}
+
+
+HANDLERS: dict[str, Callable[[tuple], Layer | None]] = {
+    "convolution": conv, "_convolution": conv,
+    **dict.fromkeys(["native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+                     "batch_norm", "cudnn_batch_norm", "miopen_batch_norm"], batch_norm),
+    **{k: activation(k) for k in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh")},
+    "hardtanh": hardtanh, "max_pool2d": max_pool, "max_pool2d_with_indices": max_pool, "avg_pool2d": avg_pool,
+    "_adaptive_avg_pool2d": adaptive_avg_pool, "adaptive_avg_pool2d": adaptive_avg_pool, "mean": mean,
+    "add": binary("add"), "mul": binary("mul"), "cat": cat,
+    "addmm": matmul(True, 1), "mm": matmul(False), "bmm": matmul(False), "linear": linear,
+}
+VIEWS = {"view": view, "_unsafe_view": view, "reshape": view}
+
+
+def op_name(func) -> str:
+    """The aten op's base name, in-place suffix dropped: aten.relu_.default -> relu."""
+    name = func._overloadpacket.__name__
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The first tensor of an op's output (max_pool2d_with_indices and batch norm return tuples)."""
+    return next((t for t in tree_leaves(out) if isinstance(t, torch.Tensor)), None)
+
+
+SAME_SHAPE = frozenset("relu silu sigmoid gelu hardswish hardsigmoid tanh hardtanh".split())
+BATCH_NORMS = frozenset(["native_batch_norm", "_native_batch_norm_legit_no_training"])
+
+
+def shortcut(func, args: tuple, kwargs: dict | None):
+    """On the meta device, the output of an op whose shape is plain (in-place ops, activations, batch norm)
+    without running PyTorch's Python meta kernels, which dominate tracing time; None for every other op."""
+    x = args[0] if args else None
+    if kwargs or not isinstance(x, torch.Tensor) or not x.is_meta:
+        return None
+    packet, name = func._overloadpacket.__name__, op_name(func)
+    if name in SAME_SHAPE or name in ("add", "mul"):
+        if packet != name:  # in place: the output is the input
+            return x
+        return torch.empty_like(x) if name in SAME_SHAPE else None
+    if packet in BATCH_NORMS:
+        return torch.empty_like(x), x.new_empty((0,)), x.new_empty((0,))
+    return None
+
+
+class Tracer(TorchDispatchMode):
+    """Collects one row per (module call, layer kind); module hooks keep a stack of the calls in progress."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.stack: list[tuple[int, str, str]] = [(0, "", type(model).__name__)]
+        self.calls = 0
+        self.rows: dict[tuple[int, str], dict] = {}
+        self.unsupported: dict[str, int] = {}
+        self.owners = {id(t): (True, t) for t in model.parameters()}
+        self.owners.update({id(t): (False, t) for t in model.buffers()})
+        self.aliases: dict[int, tuple[int, torch.Tensor]] = {}
+        self.seen: set[int] = set()
+
+    def enter(self, name: str, module: torch.nn.Module) -> Callable:
+        """A forward pre-hook that pushes a new call of module `name`."""
+        def hook(*_):
+            self.calls += 1
+            self.stack.append((self.calls, name, type(module).__name__))
+        return hook
+
+    def leave(self, *_) -> None:
+        """A forward hook that pops the module call."""
+        self.stack.pop()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = shortcut(func, args, kwargs)
+        if out is None:
+            out = func(*args, **(kwargs or {}))
+        name = op_name(func)
+        if name in ZERO_COST:
+            self.alias(args, out)
+            layer = VIEWS[name](args, out) if name in VIEWS else None
+            if layer:
+                self.book(layer, args, out, func)
+        else:
+            self.book(HANDLERS[name](args) if name in HANDLERS else None, args, out, func)
+        return out
+
+    def alias(self, args: tuple, out: Any) -> None:
+        """A view or copy of a parameter is that parameter (linear's weight reaches addmm through aten.t)."""
+        source = next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        key = self.key(source) if source is not None else None
+        if key is not None and isinstance(out, torch.Tensor):
+            self.aliases[id(out)] = (key, out)
+
+    def key(self, t: torch.Tensor) -> int | None:
+        """The id of the parameter or buffer a tensor is (or views); None for activations."""
+        if id(t) in self.aliases:
+            return self.aliases[id(t)][0]
+        return id(t) if id(t) in self.owners else None
+
+    def book(self, layer: Layer | None, args: tuple, out: Any, func) -> None:
+        """Add one op's cost to its (module call, kind) row, with the parameters it reads for the first time."""
+        op, out_shape = str(func._overloadpacket), shape(first_tensor(out))
+        c = self.cost(layer)
+        if c is None:
+            self.unsupported[op] = self.unsupported.get(op, 0) + 1
+            c = Cost(op, "other", shape(first_tensor(args)), out_shape)
+        call, module, cls = self.stack[-1]
+        row = self.rows.setdefault((call, c.kind), {"name": root_name(module), "module": cls, "costs": [],
+                                                    "params": 0, "buffers": 0, "ops": []})
+        row["costs"].append(c)
+        row["out_shape"] = out_shape
+        row["ops"].append(op)
+        for t in tree_leaves(args):
+            key = self.key(t) if isinstance(t, torch.Tensor) else None
+            if key is not None and key not in self.seen:
+                self.seen.add(key)
+                is_param, tensor = self.owners[key]
+                row["params" if is_param else "buffers"] += tensor.numel()
+
+    @staticmethod
+    def cost(layer: Layer | None) -> Cost | None:
+        """The formula's cost of a layer, or None when the op has no formula (for these arguments)."""
+        if layer is None:
+            return None
+        try:
+            return cost(layer[0], layer[1], **layer[2])
+        except CnnCostError:
+            return None
+
+
+def merge(name: str, costs: list[Cost], dtype: str) -> dict:
+    """One table row from the costs of one or more ops of the same kind in one module call."""
+    rows = [cost_row(name, stage_of(name), c, dtype) for c in costs]
+    row = rows[0]
+    for other in rows[1:]:
+        row.update({k: row[k] + other[k] for k in SUMMED})
+    return row
+
+
+def table_rows(tracer: Tracer, dtype: str) -> list[dict]:
+    """The tracer's rows, parameters counted per unique tensor, real output shapes."""
+    rows = []
+    for acc in tracer.rows.values():
+        row = merge(acc["name"], acc["costs"], dtype)
+        row.update(params=acc["params"], buffers=acc["buffers"], out_shape=fmt_shape(acc["out_shape"]),
+                   module=acc["module"], op=" ".join(dict.fromkeys(acc["ops"])))
+        rows.append(row)
+    return rows
+
+
+def unused_rows(model: torch.nn.Module, tracer: Tracer) -> list[dict]:
+    """Parameters no op read (auxiliary heads in eval mode, dead layers): one row per owning module."""
+    owners: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        if id(p) not in tracer.seen:
+            owner = pname.rpartition(".")[0]
+            owners[owner] = owners.get(owner, 0) + p.numel()
+    modules = dict(model.named_modules())
+    return [{"name": root_name(owner), "stage": stage_of(owner), "kind": "(unused)", "category": "other",
+             "params": n, "module": type(modules[owner]).__name__, "op": ""} for owner, n in owners.items()]
+
+
+def trace_module(model: torch.nn.Module, x: torch.Tensor, name: str = "model", strict: bool = False,
+                 dtype: str = "fp32") -> Result:
+    """Count a real module on an input (meta or real tensors): per-layer rows in the shared Result format."""
+    tracer = Tracer(model)
+    handles = []
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(tracer.enter(path, module)))
+        handles.append(module.register_forward_hook(tracer.leave, always_call=True))
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), tracer:
+            model(x)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    if strict and tracer.unsupported:
+        raise CnnCostError(f"{name}: ops with no formula (--strict): {fmt_ops(tracer.unsupported)}")
+    rows = table_rows(tracer, dtype) + unused_rows(model, tracer)
+    table = frame(rows)
+    table["module"], table["op"] = [r["module"] for r in rows], [r["op"] for r in rows]
+    result = Result(name, SOURCE, tuple(x.shape), table, dtype, "MACs", dict(tracer.unsupported))
+    result.notes += notes(model, tracer, table)
+    return result
+
+
+def fmt_ops(ops: dict[str, int]) -> str:
+    """{'aten.sub': 2} as 'aten.sub x2'."""
+    return ", ".join(f"{op} x{n}" for op, n in ops.items())
+
+
+def notes(model: torch.nn.Module, tracer: Tracer, table) -> list[str]:
+    """What a reader should know about this trace: ops with no formula, parameters never used."""
+    out = []
+    if tracer.unsupported:
+        out.append(f"ops with no formula, counted as 0 and listed as rows: {fmt_ops(tracer.unsupported)}")
+    unused = int(table.loc[table.kind == "(unused)", "params"].sum())
+    if unused:
+        out.append(f"{unused:,} parameters are never used in the forward pass (rows of kind '(unused)')")
+    return out
+
+
+def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: str = "meta",
+          strict: bool = False, dtype: str = "fp32") -> Result:
+    """Count a model source at an input size and batch; if its forward fails on meta, count on the CPU instead."""
+    try:
+        model = source.build(device)
+        result = trace_module(model, source.input(batch, size, device), source.name, strict, dtype)
+    except CnnCostError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
+        if device != "meta":
+            raise CnnCostError(f"{source.name}: forward failed on {device}: {one_line(e)}") from None
+        result = trace(source, batch, size, "cpu", strict, dtype)
+        result.notes.insert(0, f"forward failed on the meta device ({one_line(e)}); counted on the CPU instead")
+    result.notes = source.notes + result.notes
+    return result
+
+
+def rollup(result: Result, depth: int = 1) -> "pd.DataFrame":  # noqa: F821
+    """Totals per module at a depth of the module tree (1 = top-level children); the root's own ops as (model)."""
+    names = result.table.name.map(lambda n: n if n == "(model)" else ".".join(n.split(".")[:depth]))
+    summed = result.table.groupby(names, sort=False)[SUMMED].sum().reset_index()
+    summed.insert(1, "rows", result.table.groupby(names, sort=False).size().values)
+    return summed
+
+
+def elements(shape_text: str) -> int:
+    """Elements of a shape written 1x64x56x56."""
+    return math.prod(int(s) for s in shape_text.split("x")) if shape_text else 0

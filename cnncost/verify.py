@@ -1,0 +1,411 @@
+"""Verify a model: analytic spec vs our meta-device trace vs fvcore, ptflops and torch, per layer and per category.
+
+Every tool's count is predicted from our traced rows by that tool's known conventions (the RULES below: what
+it counts for each kind of layer, and why that differs from cnncost). A difference is explained when the
+prediction equals what the tool reported; what is left is reported as 'unexplained'. A conv or linear layer
+whose analytic MACs or parameters differ from the real model's trace is a mismatch (exit status 1), except
+for paper variants (alexnet_paper, googlenet_paper, resnet50_v1), where the gap is the paper vs implementation.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from cnncost.formulas import CATEGORIES, CORE
+from cnncost.result import Result
+from cnncost.trace.kinds import MODULE_KINDS
+
+FLAGGED = "MISMATCH|unexplained|paper vs implementation"
+TOOL_NAMES = {"fvcore": "fvcore", "ptflops": "ptflops", "ptflops-aten": "ptflops (aten)", "torch": "torch"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a tool counts one of our rows: factor x a quantity of the row; and, when that is not our MACs, why."""
+
+    quantity: str = "macs"  # macs | macs+bias | out (output elements) | in (input elements) | zero
+    factor: int = 1
+    cause: str = ""
+    why: str = ""
+
+    def count(self, row) -> int:
+        """The tool's count for one traced row."""
+        amounts = {"macs": row.macs, "macs+bias": row.macs + row.bias_adds, "out": row.activations,
+                   "in": elements(row.in_shape), "zero": 0}
+        return self.factor * amounts[self.quantity]
+
+
+def elements(shape_text: str) -> int:
+    """Elements of a shape written 1x64x56x56."""
+    n = 1
+    for s in shape_text.split("x") if shape_text else ["0"]:
+        n *= int(s)
+    return n
+
+
+def not_counted(tool: str, what: str = "") -> dict[str, Rule]:
+    """Rules for a tool that skips every non-core category."""
+    label = {"norm": "batch norm", "activation": "activations", "pool": "pooling", "elementwise": "elementwise ops"}
+    return {f"*{c}": Rule("zero", 0, f"{label[c]} not counted", what or f"{tool} has no count for {label[c]}")
+            for c in label}
+
+
+FVCORE_SKIPS = "fvcore has no handle for aten::{} and skips it (it lists it among unsupported ops)"
+BIAS = Rule("macs+bias", 1, "bias adds", "counts the bias adds with the conv/linear (cnncost: bias_adds column)")
+DOUBLE = ("ptflops counts nn.{module} in its module hook and again in its patch of F.{fn}, which nn.{module} "
+          "calls")
+RULES: dict[str, dict[str, Rule]] = {
+    "fvcore": {
+        "batchnorm2d": Rule("out", 2, "batch norm counted x2", "fvcore counts inference batch norm as 2 ops per "
+                            "element (scale, then shift); cnncost books 1 MAC (it folds into one multiply-add)"),
+        "adaptive_avgpool2d": Rule("in", 1, "pooling counted", "fvcore counts adaptive average pooling as 1 op "
+                                   "per input element"),
+        "relu": Rule("zero", 0, "activations not counted", "fvcore lists relu among its free ops"),
+        "*activation": Rule("zero", 0, "activations not counted", FVCORE_SKIPS.format("silu/sigmoid/...")),
+        "*pool": Rule("zero", 0, "pooling not counted", FVCORE_SKIPS.format("max_pool2d/avg_pool2d")),
+        "*elementwise": Rule("zero", 0, "elementwise ops not counted", FVCORE_SKIPS.format("add/mul")),
+    },
+    "ptflops": {
+        "conv2d@hooked": BIAS, "linear@hooked": BIAS,
+        "conv2d": Rule("zero", 0, "functional conv not counted", "ptflops does not see F.conv2d"),
+        "linear": Rule("zero", 0, "functional linear not counted", "ptflops does not see F.linear / matmul"),
+        "batchnorm2d@hooked": Rule("out", 2, "batch norm counted x2", "ptflops counts batch norm as 2 ops per "
+                                   "element (scale, then shift); cnncost books 1 MAC"),
+        "relu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="ReLU", fn="relu")),
+        "gelu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="GELU", fn="gelu")),
+        "relu": Rule("out"), "gelu": Rule("out"), "relu6": Rule("out"), "silu": Rule("out"),
+        "maxpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="MaxPool2d", fn="max_pool2d")
+                                 + ", each as the input elements"),
+        "avgpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="AvgPool2d", fn="avg_pool2d")
+                                 + ", each as the input elements"),
+        "adaptive_avgpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(
+            module="AdaptiveAvgPool2d", fn="adaptive_avg_pool2d") + ", each as the input elements"),
+        "*pool": Rule("in", 1, "pooling counted as input", "ptflops counts a functional pool as its input "
+                      "elements (cnncost: output elements x window)"),
+        **not_counted("ptflops"),
+        "*activation": Rule("zero", 0, "activations not counted", "ptflops has no hook or patch for "
+                            "sigmoid/hardswish/hardsigmoid/tanh"),
+        "*elementwise": Rule("zero", 0, "elementwise ops not counted", "ptflops patches torch.add / Tensor.add "
+                             "and torch.mul / Tensor.mul, not the + and * operators"),
+    },
+    "ptflops-aten": {"conv2d": BIAS, "linear": BIAS,
+                     **not_counted("ptflops-aten", "ptflops's aten backend counts only convolutions and matrix "
+                                   "multiplies")},
+    "torch": not_counted("torch", "torch's counter counts only convolutions and matrix multiplies"),
+}
+SAME = Rule()
+
+
+def rule(tool: str, row) -> Rule:
+    """The tool's rule for a traced row: by kind (ptflops: also whether its module class is hooked), then category."""
+    rules = RULES[tool]
+    hooked = MODULE_KINDS.get(row.module) == row.kind
+    for key in ([f"{row.kind}@hooked"] if hooked else []) + [row.kind, f"*{row.category}"]:
+        if key in rules:
+            return rules[key]
+    return SAME
+
+
+@dataclass
+class Verification:
+    """One model checked: the analytic, traced and tools' results, their joins, and the explained differences."""
+
+    model: str
+    input_shape: tuple
+    analytic: Result | None
+    trace: Result
+    tools: dict[str, Result]
+    errors: dict[str, str] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    paper_note: str = ""
+    layers: pd.DataFrame | None = None
+    totals: list[dict] = field(default_factory=list)
+    causes: list[dict] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no conv or linear layer of the spec disagrees with the real model."""
+        return not self.mismatches
+
+
+def grouped(result: Result, column: str = "macs") -> pd.Series:
+    """A column summed per (name, category), calls of a reused module together."""
+    rows = result.table[~result.table.kind.isin(["(unused)", "(params)"])] if column == "macs" else result.table
+    return rows.groupby(["name", "category"], sort=False)[column].sum()
+
+
+def predicted(tool: str, trace: Result) -> pd.DataFrame:
+    """Per traced row: what the tool should count, and the cause when that differs from our MACs."""
+    rows = trace.table[~trace.table.kind.isin(["(unused)"])]
+    rules = [rule(tool, r) for r in rows.itertuples()]
+    return pd.DataFrame({"name": rows.name.values, "category": rows.category.values, "macs": rows.macs.values,
+                         "expected": [rl.count(r) for rl, r in zip(rules, rows.itertuples())],
+                         "cause": [rl.cause for rl in rules], "why": [rl.why for rl in rules]})
+
+
+def join_layers(v: Verification) -> pd.DataFrame:
+    """One row per (layer name, category): MACs from every source side by side, and the cause of each difference."""
+    columns = {"analytic_macs": grouped(v.analytic)} if v.analytic is not None else {}
+    columns["trace_macs"] = grouped(v.trace)
+    columns.update({column(tool): grouped(r) for tool, r in v.tools.items()})
+    table = pd.concat(columns, axis=1).reset_index()
+    kinds = v.trace.table.groupby(["name", "category"], sort=False).kind.agg(lambda k: "+".join(dict.fromkeys(k)))
+    table.insert(2, "kind", [kinds.get((n, c), "") for n, c in zip(table.name, table.category)])
+    for tool in v.tools:
+        table = table.merge(expected_by_layer(tool, v.trace), on=["name", "category"], how="left")
+    table["cause"] = [layer_cause(v, r) for r in table.to_dict("records")]
+    keep = ["name", "category", "kind", *[c for c in table if c.endswith("_macs")], "cause"]
+    return table[keep].astype({c: "Int64" for c in keep if c.endswith("_macs")})
+
+
+def expected_by_layer(tool: str, trace: Result) -> pd.DataFrame:
+    """A tool's predicted count and causes per (name, category)."""
+    p = predicted(tool, trace)
+    p["cause"] = p.cause.where(p.expected != p.macs, "")
+    return p.groupby(["name", "category"], sort=False).agg(
+        **{column(tool, "expected"): ("expected", "sum"),
+           column(tool, "cause"): ("cause", lambda c: ", ".join(sorted(set(c) - {""})))}).reset_index()
+
+
+def layer_cause(v: Verification, row: dict) -> str:
+    """Why the sources disagree on one layer, tool by tool ('' when they all agree)."""
+    ours = zero(row["trace_macs"])
+    causes = []
+    if v.analytic is not None and zero(row.get("analytic_macs")) != ours:
+        causes.append("analytic: " + ("paper vs implementation" if v.paper_note else "MISMATCH"))
+    for tool in v.tools:
+        theirs = zero(row[column(tool)])
+        if theirs == ours:
+            continue
+        explained = theirs == zero(row[column(tool, "expected")]) and row[column(tool, "cause")]
+        causes.append(f"{tool}: {row[column(tool, 'cause')] if explained else 'unexplained'}")
+    return "; ".join(causes)
+
+
+def column(tool: str, what: str = "macs") -> str:
+    """A tool's column in the layer join: ptflops-aten -> ptflops_aten_macs."""
+    return f"{tool.replace('-', '_')}_{what}"
+
+
+def zero(value) -> int:
+    """A count, missing as 0."""
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
+def category_totals(result: Result) -> dict[str, int]:
+    """MACs per category of a result (ignoring rows that are not ops)."""
+    return {c: int(v) for c, v in grouped(result).groupby(level="category").sum().items()}
+
+
+def totals_rows(v: Verification) -> list[dict]:
+    """Per-category MACs side by side: analytic, our trace, each tool, torchvision's metadata."""
+    sources = ([("analytic", v.analytic)] if v.analytic is not None else []) + [("cnncost trace", v.trace)]
+    sources += [(TOOL_NAMES[t], r) for t, r in v.tools.items()]
+    rows = []
+    for label, result in sources:
+        cats = category_totals(result)
+        row = {"source": label, "reported": reported(result)}
+        row.update({f"{c}_macs": cats.get(c, 0) for c in CATEGORIES})
+        row.update(total_macs=sum(cats.values()), core_macs=sum(cats.get(c, 0) for c in CORE),
+                   params=result.total("params") if result.source in ("analytic", "cnncost trace", "fvcore") else None)
+        rows.append(row)
+    if v.meta:
+        rows.append({**dict.fromkeys(rows[0]), "source": "torchvision metadata",
+                     "reported": f"{v.meta.get('_ops', '?')} GMACs (_ops)", "params": v.meta.get("num_params")})
+    return rows
+
+
+def reported(result: Result) -> str:
+    """A result's total in its tool's own unit."""
+    total = result.total()
+    if result.convention.startswith("FLOPs"):
+        return f"{2 * total:,} FLOPs"
+    return f"{total:,} MACs"
+
+
+def tool_causes(tool: str, v: Verification) -> list[dict]:
+    """A tool's total as ours plus named differences, per category; any remainder is 'unexplained'."""
+    p = predicted(tool, v.trace)
+    p["difference"] = p.expected - p.macs
+    named = p[p.difference != 0].groupby(["category", "cause", "why"], sort=False).difference.sum().reset_index()
+    rows = [{"source": TOOL_NAMES[tool], **r} for r in named.to_dict("records")]
+    theirs, ours = category_totals(v.tools[tool]), category_totals(v.trace)
+    for c in CATEGORIES:
+        rest = theirs.get(c, 0) - ours.get(c, 0) - int(named.loc[named.category == c, "difference"].sum())
+        if rest:
+            rows.append({"source": TOOL_NAMES[tool], "category": c, "cause": "unexplained", "difference": rest,
+                         "why": f"{tool} counts {theirs.get(c, 0):,}; cnncost's rules for {tool} predict "
+                                f"{theirs.get(c, 0) - rest:,}"})
+    if v.tools[tool].convention.startswith("FLOPs"):
+        total = v.tools[tool].total()
+        rows.append({"source": TOOL_NAMES[tool], "category": "all", "cause": "MAC vs FLOP", "difference": None,
+                     "why": f"{tool} reports FLOPs = 2 x MACs: {2 * total:,} FLOPs = 2 x {total:,} MACs "
+                            "(converted to the unit of every other row)"})
+    return rows
+
+
+def spec_causes(v: Verification) -> list[dict]:
+    """Analytic vs trace per category: paper vs implementation for paper variants, else a spec mismatch."""
+    ours, spec = category_totals(v.trace), category_totals(v.analytic)
+    cause = "paper vs implementation" if v.paper_note else "spec differs from model"
+    return [{"source": "analytic", "category": c, "cause": cause, "difference": spec.get(c, 0) - ours.get(c, 0),
+             "why": v.paper_note or "the analytic spec and the real model's trace disagree"}
+            for c in CATEGORIES if spec.get(c, 0) != ours.get(c, 0)]
+
+
+def meta_causes(v: Verification) -> list[dict]:
+    """torchvision's metadata: _ops is conv + linear MACs in G, rounded; num_params leaves out auxiliary heads."""
+    rows, core = [], v.trace.core_macs
+    if "_ops" in v.meta:
+        published = round(v.meta["_ops"] * 1e9)
+        agree = round(core / 1e9, 3) == round(v.meta["_ops"], 3)
+        rows.append({"source": "torchvision metadata", "category": "all", "cause": "conv + linear only",
+                     "difference": core - v.trace.total(),
+                     "why": "torchvision's _ops counts conv and linear MACs only, no bias adds"})
+        rows.append({"source": "torchvision metadata", "category": "all",
+                     "cause": "rounded" if agree else "unexplained", "difference": published - core,
+                     "why": f"_ops = {v.meta['_ops']} GMACs is cnncost's conv + linear {core:,} MACs rounded to "
+                            "3 decimals" if agree else f"_ops = {v.meta['_ops']} GMACs does not round from "
+                            f"cnncost's conv + linear {core:,} MACs"})
+    unused = int(v.trace.table.loc[v.trace.table.kind == "(unused)", "params"].sum())
+    if "num_params" in v.meta and v.meta["num_params"] != v.trace.total("params"):
+        aux = unused and v.trace.total("params") - unused == v.meta["num_params"]
+        rows.append({"source": "torchvision metadata", "category": "params",
+                     "cause": "auxiliary heads" if aux else "unexplained",
+                     "difference": v.meta["num_params"] - v.trace.total("params"),
+                     "why": f"num_params {v.meta['num_params']:,} leaves out the {unused:,} parameters of the "
+                            "auxiliary heads (run only in training)" if aux else "parameter counts differ"})
+    return rows
+
+
+def core_mismatches(v: Verification) -> list[str]:
+    """Conv/linear layers whose analytic MACs or parameters differ from the trace (paper variants excepted)."""
+    if v.analytic is None or v.paper_note:
+        return []
+    out = []
+    for what in ("macs", "params"):
+        spec, ours = grouped(v.analytic, what), grouped(v.trace, what)
+        both = pd.concat({"spec": spec, "trace": ours}, axis=1).fillna(0)
+        both = both[both.index.get_level_values("category").isin(CORE) & (both.spec != both.trace)]
+        out += [f"{name} ({cat}): {what} analytic {int(r.spec):,} vs traced {int(r.trace):,}"
+                for (name, cat), r in both.iterrows()]
+    return out
+
+
+def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str, ...] | None = None,
+           aux: bool = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None) -> Verification:
+    """Trace a model, run the tools, join everything with the analytic spec and explain every difference."""
+    from cnncost.specs import MODELS, build
+    from cnncost.trace.adapters import TOOLS, run_tools
+    from cnncost.trace.counter import trace
+    from cnncost.trace.models import load
+
+    source = load(name, aux, kwargs)
+    traced = trace(source, batch, size, strict=strict, dtype=dtype)
+    analytic = Result.from_spec(build(source.spec, batch, size), dtype) if source.spec else None
+    results, errors = run_tools(source, TOOLS if tools is None else tools, batch, size)
+    v = Verification(source.name, traced.input_shape, analytic, traced, results, errors,
+                     metadata(source, batch, size))
+    if source.paper_variant:
+        v.paper_note = MODELS[source.spec].paper.get("note") or f"{source.spec} follows its paper; the real " \
+            f"model is {source.implementation}"
+    v.layers = join_layers(v)
+    v.totals = totals_rows(v)
+    v.causes = (spec_causes(v) if analytic is not None else []) + [c for t in results for c in tool_causes(t, v)]
+    v.causes += meta_causes(v)
+    v.mismatches = core_mismatches(v)
+    return v
+
+
+def metadata(source, batch: int, size: int | None) -> dict:
+    """torchvision's published num_params and _ops, when the model is torchvision's own at batch 1 and its size."""
+    from cnncost.trace.models import torchvision_meta
+    tv = source.implementation.removeprefix("torchvision.models.")
+    if source.paper_variant or tv == source.implementation or batch != 1 or size not in (None, source.resolution):
+        return {}
+    return torchvision_meta(tv)
+
+
+# -- views for the command line: JSON data and tables --------------------------------------------------------
+
+
+def summary_row(v: Verification) -> dict:
+    """One line per model: status and each source's total."""
+    status = "ok" if v.ok else f"MISMATCH ({len(v.mismatches)})"
+    row = {"model": v.model, "input_shape": "x".join(map(str, v.input_shape)),
+           "status": "paper variant" if v.paper_note else status}
+    row.update({f"{t['source'].replace(' ', '_').replace('(', '').replace(')', '')}_macs": t.get("total_macs")
+                for t in v.totals if t["source"] != "torchvision metadata"})
+    row["unexplained"] = sum(c["cause"] == "unexplained" for c in v.causes)
+    return row
+
+
+def shown_layers(v: Verification, which: str) -> pd.DataFrame:
+    """The layer join to show: all rows, or only those with a mismatch or an unexplained difference."""
+    if which == "all":
+        return v.layers
+    flagged = v.layers[v.layers.cause.str.contains(FLAGGED)].copy()
+    flagged["cause"] = flagged.cause.map(lambda c: "; ".join(p for p in c.split("; ") if re.search(FLAGGED, p)))
+    return flagged
+
+
+def transposed(totals: list[dict], unit) -> list[dict]:
+    """Totals turned for reading: one row per quantity, one column per source, exact numbers with separators."""
+    keys = [k for k in totals[0] if k != "source"]
+    return [{"quantity": k.removesuffix(f"_{unit.name}") + (f" ({unit.label})" if k.endswith(unit.name) else ""),
+             **{t["source"]: f"{t[k]:,}" if isinstance(t[k], int) else t[k] or "" for t in totals}} for k in keys]
+
+
+def records(frame_: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as plain dicts: exact ints, missing values as None."""
+    return [{k: (None if v is pd.NA or (isinstance(v, float) and pd.isna(v)) else
+                 int(v) if hasattr(v, "item") and isinstance(v.item(), int) else v) for k, v in r.items()}
+            for r in frame_.astype(object).to_dict("records")]
+
+
+def causes_rows(v: Verification) -> list[dict]:
+    """The causes with the difference's unit in its name."""
+    return [{"source": c["source"], "category": c["category"], "cause": c["cause"],
+             "difference_macs": c["difference"], "why": c["why"]} for c in v.causes]
+
+
+def report_data(results: list[Verification], unit) -> dict:
+    """Everything verify found, for JSON: exact integers, units in field names."""
+    from cnncost.output import in_unit
+    models = [{"model": v.model, "input_shape": list(v.input_shape), "ok": v.ok,
+               "paper_variant": bool(v.paper_note), "mismatches": v.mismatches,
+               "totals": in_unit(v.totals, unit), "causes": in_unit(causes_rows(v), unit),
+               "layers": in_unit(records(v.layers), unit),
+               "unsupported": {"cnncost trace": v.trace.unsupported,
+                               **{t: r.unsupported for t, r in v.tools.items() if r.unsupported}},
+               "errors": v.errors, "notes": v.trace.notes} for v in results]
+    return {"unit": unit.name, "ok": all(v.ok for v in results), "models": models}
+
+
+def report_tables(results: list[Verification], unit, fmt: str, layers: str = "diff") -> dict[str, list[dict]]:
+    """Tables to print: CSV gets the per-layer join of every model; table/md get totals, causes, flagged layers."""
+    from cnncost.output import in_unit
+
+    def blank(rows: list[dict]) -> list[dict]:
+        return [{k: "" if v is None else v for k, v in r.items()} for r in rows]
+
+    if fmt == "csv":
+        return {"layers": in_unit([{"model": v.model, **r} for v in results for r in records(v.layers)], unit)}
+    tables = {}
+    if len(results) > 1:
+        tables[f"Summary (totals in {unit.label}; torch halved to MACs)"] = blank(
+            in_unit([summary_row(v) for v in results], unit))
+    for v in results:
+        shape = "x".join(map(str, v.input_shape))
+        tables[f"{v.model} on {shape}: {unit.label} by category (rows) for each source (columns)"] = \
+            transposed(in_unit(v.totals, unit), unit)
+        tables[f"{v.model}: every difference from cnncost's trace, with its cause"] = blank(
+            in_unit(causes_rows(v), unit) or [{"cause": "no differences"}])
+        if layers != "none":
+            rows = records(shown_layers(v, layers))
+            tables[f"{v.model}: layers ({layers})"] = blank(in_unit(rows, unit)) or [
+                {"layers": f"all {len(v.layers)} layers agree, or differ only by the causes above"}]
+    return tables
