@@ -1,8 +1,9 @@
 """ResNet-18..152 (He et al. 2016) in v1 and v1.5, ResNeXt (Xie et al. 2017) and Wide ResNet.
 
 v1 (the ResNet paper, Caffe) strides the first 1x1 conv of a down-sampling bottleneck; v1.5
-(fb.resnet.torch, the ResNeXt paper, torchvision) strides the 3x3 conv instead, so that 3x3
-runs at 4x the positions: ResNet-50 goes from 3.86 to 4.09 GMACs (the papers' 3.8G and 4.1G).
+(fb.resnet.torch, the ResNeXt paper, torchvision) strides the 3x3 conv instead, so the first
+1x1 runs at the block's input resolution, 4x the positions: 3 blocks x 77.1M = 231.2M MACs
+more, ResNet-50 goes from 3.86 to 4.09 GMACs (the ResNet paper's 3.8G, the ResNeXt paper's 4.1G).
 ResNeXt-50 32x4d is ResNet-50 with groups=32 and 4 channels per group (width 128 in conv2_x).
 """
 from __future__ import annotations
@@ -71,8 +72,8 @@ def build_resnet(b: Builder, depth: int = 50, groups: int = 1, width_per_group: 
     return b.spec
 
 
-V15 = ("v1.5: a down-sampling bottleneck strides its 3x3 conv (fb.resnet.torch, the ResNeXt paper, torchvision); "
-       "the ResNet paper's FLOPs are v1 (see the _v1 variant)")
+V15 = ("v1.5: a down-sampling bottleneck strides its 3x3 conv, so its first 1x1 runs at 4x the positions "
+       "(fb.resnet.torch, the ResNeXt paper, torchvision); the ResNet paper's FLOPs are v1 (see the _v1 variant)")
 V1 = "v1: a down-sampling bottleneck strides its first 1x1 conv (the ResNet paper's Caffe models)"
 PAPERS = {  # the ResNet paper's Table 1 FLOPs (= MACs); the ResNeXt paper's Tables 1 and 3 (single-crop top-1)
     "resnet18": {"source": RESNET, "macs": 1.8e9}, "resnet34": {"source": RESNET, "macs": 3.6e9},
