@@ -1,0 +1,96 @@
+"""Benchmark rows appended to a CSV with a stable schema; the file is always whole (temp file + rename)."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import signal
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from cnncost.errors import CnnCostError
+from cnncost.output import write_atomic
+
+# The schema: every row has exactly these keys, in this order. Units are in the names.
+SCHEMA = (
+    "model", "mode", "batch", "size", "dtype", "channels_last", "compile", "cuda_graphs",
+    "img_per_s", "img_per_s_min", "img_per_s_max", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
+    "macs_per_image", "step_macs_per_image", "macs_source", "tflops_achieved", "peak_tflops", "mfu",
+    "warmup", "iters", "repeats", "device", "device_name", "driver", "torch", "torchvision", "cuda", "cudnn",
+    "python", "threads", "timestamp_utc", "error",
+)
+
+
+def header(path: Path) -> list[str] | None:
+    """The header of an existing CSV, or None when the file is absent or empty."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), None)
+
+
+def check_target(path: str | Path) -> Path:
+    """A CSV path rows can be appended to: absent, empty, or with our header; else a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise CnnCostError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise CnnCostError(f"cannot write {path}: directory {path.parent} does not exist")
+    found = header(path)
+    if found is not None and tuple(found) != SCHEMA:
+        raise CnnCostError(f"{path} has a different header than cnncost bench rows; choose another --out file")
+    return path
+
+
+def to_text(rows: Iterable[Mapping], with_header: bool) -> str:
+    """Rows as CSV lines in schema order (missing keys empty, unknown keys an error)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SCHEMA, lineterminator="\n", extrasaction="raise")
+    if with_header:
+        writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, so a file being replaced is never left half-done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def append_rows(path: str | Path, rows: Iterable[Mapping]) -> None:
+    """Append whole rows to the CSV at path (created with the header if absent), atomically."""
+    path = check_target(path)
+    new = list(rows)
+    if not new:
+        return
+    with interrupts_deferred():
+        old = path.read_text(encoding="utf-8") if header(path) is not None else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        write_atomic(path, old + to_text(new, with_header=not old))
+
+
+def read_rows(path: str | Path):
+    """The rows of a bench CSV as a pandas DataFrame; a one-line error if it is missing or not ours."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise CnnCostError(f"no such CSV file: {path}")
+    found = header(path)
+    missing = sorted(set(SCHEMA) - set(found or ()))
+    if missing:
+        raise CnnCostError(f"{path} is not a cnncost bench CSV (missing columns: {', '.join(missing[:5])})")
+    return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in SCHEMA if c != "error"})

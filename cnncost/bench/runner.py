@@ -1,0 +1,362 @@
+"""Measure what a model really does: images/s, latency and memory per batch size, one flat row per case.
+
+Method: the input is made on the device once; inference runs in eval() under inference_mode, training runs a
+whole SGD step (forward, cross-entropy, backward, optimizer step) under autocast for fp16/bf16. After the
+warm-up, `repeats` blocks of `iters` steps are timed: with CUDA events around every step and one
+synchronisation per block on a GPU, with time.perf_counter on the CPU. images/s is the median over blocks of
+batch x iters / block time (min and max give the spread); latencies are per step, over all blocks.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Callable, Iterable, Iterator
+
+from cnncost.bench.csvio import SCHEMA
+from cnncost.bench.devices import BENCH_DTYPES, match
+from cnncost.errors import CnnCostError
+
+MODES = ("infer", "train")
+TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run every case of a sweep."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    mode: str = "infer"
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
+    warmup: int = 10
+    iters: int = 50
+    repeats: int = 5
+    size: int | None = None
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the device is a CUDA GPU."""
+        return self.device.startswith("cuda")
+
+
+def check(settings: Settings) -> Settings:
+    """The settings, or a one-line error before anything is built or written."""
+    if settings.mode not in MODES:
+        raise CnnCostError(f"unknown mode {settings.mode!r}; choose infer or train")
+    if settings.dtype not in BENCH_DTYPES:
+        raise CnnCostError(f"unknown dtype {settings.dtype!r}; choose one of {', '.join(BENCH_DTYPES)}")
+    if settings.warmup < 0 or settings.iters < 1 or settings.repeats < 1:
+        raise CnnCostError("--warmup must be >= 0, --iters and --repeats >= 1")
+    if settings.size is not None and settings.size < 16:
+        raise CnnCostError(f"input size must be at least 16, got {settings.size}")
+    if settings.device != "cpu" and not settings.on_cuda:
+        raise CnnCostError(f"unknown device {settings.device!r}; choose cuda or cpu")
+    if settings.on_cuda:
+        check_cuda(settings.device)
+    elif settings.dtype == "tf32" or settings.cuda_graphs:
+        raise CnnCostError(f"{'tf32' if settings.dtype == 'tf32' else '--cuda-graphs'} needs --device cuda")
+    return settings
+
+
+def check_cuda(device: str) -> None:
+    """A one-line error when CUDA (or that GPU index) is not available."""
+    import torch
+    if not torch.cuda.is_available():
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise CnnCostError(f"--device {device}: CUDA is not available here (torch {torch.__version__} {built}); "
+                           "use --device cpu")
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        raise CnnCostError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+
+
+# -- environment -------------------------------------------------------------------------
+
+
+def driver_version() -> str:
+    """The NVIDIA driver version from nvidia-smi, or '' when there is none."""
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux), for CPU rows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@lru_cache(maxsize=None)
+def environment(device: str) -> dict:
+    """Where a row was measured: device name, driver, library versions, threads."""
+    import torch
+    import torchvision
+    cuda = device.startswith("cuda")
+    return {"device": device, "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+            "driver": driver_version() if cuda else "", "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "cuda": torch.version.cuda or "",
+            "cudnn": (torch.backends.cudnn.version() or "") if cuda else "",
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+def peak_tflops(device_name: str, dtype: str) -> float | None:
+    """The dense peak of the device at a dtype from the devices table, or None (CPU, unknown GPU)."""
+    device = match(device_name)
+    return device.peak_tflops(dtype) if device else None
+
+
+# -- one case ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def numerics(settings: Settings):
+    """TF32 on for tf32, off for fp32 (cuBLAS and cuDNN), cuDNN autotuning on: restored afterwards."""
+    import torch
+    if not settings.on_cuda:
+        yield
+        return
+    knobs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [k.fp32_precision for k in knobs], torch.backends.cudnn.benchmark
+    want = {"tf32": "tf32", "fp32": "ieee"}.get(settings.dtype)
+    try:
+        for knob in knobs:
+            if want:
+                knob.fp32_precision = want
+        torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        for knob, value in zip(knobs, before[0]):
+            knob.fp32_precision = value
+        torch.backends.cudnn.benchmark = before[1]
+
+
+@dataclass
+class Prepared:
+    """A model on its device, in its mode, dtype and layout, possibly compiled, with its optimizer."""
+
+    module: object
+    run: object
+    optimizer: object
+    size: int
+
+
+def prepare(name: str, settings: Settings, size: int) -> Prepared:
+    """Build the model and put it on the device in the mode, dtype and layout the settings say."""
+    import torch
+    from cnncost.bench.counts import build_module
+
+    module = build_module(name)
+    cast = settings.mode == "infer" and settings.dtype in ("fp16", "bf16")
+    module = module.to(device=settings.device, dtype=getattr(torch, TORCH_DTYPES[settings.dtype]) if cast else None,
+                       memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
+    module.train(settings.mode == "train")
+    run = torch.compile(module, dynamic=False) if settings.compile else module
+    optimizer = (torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
+                 if settings.mode == "train" else None)
+    return Prepared(module, run, optimizer, size)
+
+
+def make_step(prepared: Prepared, settings: Settings, batch: int) -> Callable[[], object]:
+    """One inference or training step on a fixed random batch already on the device."""
+    import torch
+    dtype = getattr(torch, TORCH_DTYPES[settings.dtype])
+    x = torch.randn(batch, 3, prepared.size, prepared.size, device=settings.device,
+                    dtype=dtype if settings.mode == "infer" else torch.float32)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if settings.mode == "infer":
+        return lambda: prepared.run(x)
+    target = torch.randint(0, 10, (batch,), device=settings.device)
+    amp = settings.dtype in ("fp16", "bf16")
+    device_type = torch.device(settings.device).type
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step():
+        prepared.optimizer.zero_grad(set_to_none=False)
+        with torch.autocast(device_type, dtype=dtype, enabled=amp, cache_enabled=not settings.cuda_graphs):
+            loss = loss_fn(prepared.run(x).float(), target)
+        loss.backward()
+        prepared.optimizer.step()
+        return loss
+    return train_step
+
+
+def graphed(step: Callable[[], object], warmup: int) -> Callable[[], object]:
+    """The step captured once in a CUDA graph (after warm-up on a side stream) and replayed."""
+    import torch
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(warmup, 3)):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def timed_block(step: Callable[[], object], iters: int, on_cuda: bool) -> tuple[list[float], float]:
+    """Per-step seconds and the whole block's seconds: CUDA events on a GPU, perf_counter on the CPU."""
+    if not on_cuda:
+        marks = [time.perf_counter()]
+        for _ in range(iters):
+            step()
+            marks.append(time.perf_counter())
+        return [b - a for a, b in zip(marks, marks[1:])], marks[-1] - marks[0]
+    import torch
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for start, end in zip(starts, ends):
+        start.record()
+        step()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)], starts[0].elapsed_time(ends[-1]) / 1e3
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (linear interpolation, as numpy's default)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def timings(step: Callable[[], object], batch: int, settings: Settings) -> dict:
+    """Warm up, time the blocks and summarise: images/s (median, min, max) and latency p50/p90 in ms."""
+    for _ in range(settings.warmup):
+        step()
+    if settings.on_cuda:
+        import torch
+        torch.cuda.synchronize()
+    latencies, rates = [], []
+    for _ in range(settings.repeats):
+        steps, seconds = timed_block(step, settings.iters, settings.on_cuda)
+        latencies += steps
+        rates.append(batch * settings.iters / seconds)
+    return {"img_per_s": round(statistics.median(rates), 2), "img_per_s_min": round(min(rates), 2),
+            "img_per_s_max": round(max(rates), 2), "latency_ms_p50": round(percentile(latencies, 50) * 1e3, 3),
+            "latency_ms_p90": round(percentile(latencies, 90) * 1e3, 3)}
+
+
+def measure(prepared: Prepared, settings: Settings, batch: int) -> dict:
+    """Timings and peak memory of one batch size."""
+    import torch
+    if settings.on_cuda:
+        torch.cuda.reset_peak_memory_stats(settings.device)
+    grad = torch.inference_mode() if settings.mode == "infer" else contextlib.nullcontext()
+    with numerics(settings), grad:
+        step = make_step(prepared, settings, batch)
+        if settings.cuda_graphs:
+            step = graphed(step, settings.warmup)
+        out = timings(step, batch, settings)
+    if settings.on_cuda:
+        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(settings.device) / 1e6, 1)
+    return out
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line for the error column."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def free_memory(on_cuda: bool) -> None:
+    """Drop garbage and give cached GPU memory back, so one failure does not poison the next case."""
+    gc.collect()
+    if on_cuda:
+        import torch
+        torch.cuda.empty_cache()
+
+
+# -- rows and sweeps ---------------------------------------------------------------------
+
+
+def base_row(name: str, batch: int, size: int, settings: Settings) -> dict:
+    """The fields every row has, known before measuring."""
+    row = dict.fromkeys(SCHEMA, "")
+    row.update(model=name, mode=settings.mode, batch=batch, size=size, dtype=settings.dtype,
+               channels_last=settings.channels_last, compile=settings.compile, cuda_graphs=settings.cuda_graphs,
+               warmup=settings.warmup, iters=settings.iters, repeats=settings.repeats,
+               timestamp_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               **environment(settings.device))
+    return row
+
+
+def add_work(row: dict, counts: tuple[int, int, str]) -> dict:
+    """MACs per image and, when measured, the achieved TFLOP/s (2 x MACs x img/s) and MFU against the peak."""
+    forward, step_macs, source = counts
+    row.update(macs_per_image=forward, step_macs_per_image=step_macs, macs_source=source)
+    peak = peak_tflops(row["device_name"], row["dtype"]) if row["device"] != "cpu" else None
+    row["peak_tflops"] = peak if peak else ""
+    if row["img_per_s"] != "":
+        achieved = 2 * step_macs * row["img_per_s"] / 1e12
+        row["tflops_achieved"] = round(achieved, 4)
+        row["mfu"] = round(achieved / peak, 4) if peak else ""
+    return row
+
+
+def work_counts(name: str, size: int, mode: str) -> tuple[int, int, str]:
+    """(forward MACs per image, MACs per image of the timed step, source) for a torchvision model name."""
+    from cnncost.bench.counts import macs_per_image
+    forward, source = macs_per_image(name, size)
+    return forward, (macs_per_image(name, size, train=True)[0] if mode == "train" else forward), source
+
+
+def case(name: str, size: int, prepared: Prepared | None, problem: str, settings: Settings, batch: int,
+         counts: tuple[int, int, str] | None) -> dict:
+    """The row of one batch size: measured, or carrying the error that stopped it."""
+    row = base_row(name, batch, size, settings)
+    row["error"] = problem
+    if prepared is not None:
+        try:
+            row.update(measure(prepared, settings, batch))
+        except Exception as error:  # noqa: BLE001  (out of memory, compile failure, ...: a row, not a crash)
+            row["error"] = one_line(error)
+        free_memory(settings.on_cuda)
+    return add_work(row, counts) if counts else row
+
+
+def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
+          before: Callable[[str, int], None] | None = None) -> Iterator[dict]:
+    """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
+    from cnncost.bench.counts import default_size
+    check(settings)
+    batches = list(batches)
+    for name in models:
+        size = settings.size or default_size(name)
+        prepared, problem, counts = None, "", None
+        try:
+            counts = work_counts(name, size, settings.mode)
+            prepared = prepare(name, settings, size=size)
+        except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
+            problem = one_line(error)
+        for batch in batches:
+            if before:
+                before(name, batch)
+            yield case(name, size, prepared, problem, settings, batch, counts)
+        del prepared
+        free_memory(settings.on_cuda)

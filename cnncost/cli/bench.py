@@ -1,0 +1,170 @@
+"""`cnncost bench`, `cnncost plot`, `cnncost train-cost`: measured speed next to counted cost."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cnncost.cli.app import app
+from cnncost.cli.options import FormatOpt, OutputOpt, SizeOpt, UnitOpt
+
+SHOWN = ("model", "mode", "batch", "size", "dtype", "img_per_s", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
+         "macs_per_image", "tflops_achieved", "mfu", "error")
+DEFAULTS = {"cuda": {"batch": "1,8,32,128,256", "warmup": 10, "iters": 50, "repeats": 5},
+            "cpu": {"batch": "1,8", "warmup": 2, "iters": 5, "repeats": 3}}
+
+
+def parse_batches(text: str) -> list[int]:
+    """'1,8,32' -> [1, 8, 32]; anything but positive integers is a one-line error."""
+    from cnncost.errors import CnnCostError
+    try:
+        batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CnnCostError(f"--batch wants positive integers separated by commas, got {text!r}") from None
+    if not batches or min(batches) < 1:
+        raise CnnCostError(f"--batch wants positive integers separated by commas, got {text!r}")
+    return batches
+
+
+def pick_device(device: str) -> str:
+    """auto -> cuda when a GPU is there, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def progress_bar(total: int):
+    """A rich progress bar on stderr (stdout stays clean for JSON/CSV)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def summary(row: dict) -> str:
+    """One finished row in a few words, for the progress bar."""
+    if row["error"]:
+        return f"{row['model']} batch {row['batch']}: {row['error'][:60]}"
+    return f"{row['model']} batch {row['batch']}: {row['img_per_s']:,.1f} img/s"
+
+
+@app.command()
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Models to run (torchvision names or cnncost aliases).")],
+    device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, cpu, or auto (cuda when present).")] = "auto",
+    batch: Annotated[Optional[str], typer.Option("--batch", "-b", help="Batch sizes, comma-separated "
+                                                 "(default 1,8,32,128,256 on cuda, 1,8 on cpu).")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32 (cuda), fp16 or bf16.")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory layout.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the step in a CUDA graph.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="infer (eval, inference_mode) or train (SGD step).")] = "infer",
+    warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed steps first (default 10 cuda, 2 cpu).")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", help="Timed steps per block (default 50 cuda, 5 cpu).")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks (default 5 cuda, 3 cpu).")] = None,
+    size: SizeOpt = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Append every finished row to this CSV.")] = None,
+    unit: UnitOpt = "macs",
+    fmt: FormatOpt = "table",
+) -> None:
+    """Measure images/s, latency, peak memory, achieved TFLOP/s and MFU over batch sizes."""
+    from cnncost.bench.counts import resolve_model
+    from cnncost.bench.csvio import check_target
+    from cnncost.bench.runner import Settings, check
+    from cnncost.output import check_format, emit, in_unit
+    from cnncost.units import unit as to_unit
+
+    check_format(fmt)
+    to_unit(unit)
+    device = pick_device(device)
+    plain = DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
+    settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs,
+                              plain["warmup"] if warmup is None else warmup, iters or plain["iters"],
+                              repeats or plain["repeats"], size))
+    batches = parse_batches(batch or plain["batch"])
+    names = [resolve_model(m) for m in models]
+    if out:
+        check_target(out)
+    rows = run_sweep(names, batches, settings, out)
+    shown = rows if fmt in ("json", "csv") else [{k: r[k] for k in SHOWN} for r in rows]
+    emit({"Benchmark (MACs per image: conv + linear; TFLOP/s = 2 x MACs x img/s)": in_unit(shown, to_unit(unit))},
+         fmt)
+
+
+def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
+    """Run the sweep under a progress bar, appending each finished row to the CSV; Ctrl-C keeps them."""
+    import sys
+
+    from cnncost.bench.csvio import append_rows
+    from cnncost.bench.runner import sweep
+
+    rows: list[dict] = []
+    with progress_bar(len(names) * len(batches)) as bar:
+        task = bar.add_task("starting", total=len(names) * len(batches))
+        try:
+            for row in sweep(names, batches, settings,
+                             before=lambda m, b: bar.update(task, description=f"{m} batch {b}")):
+                if out:
+                    append_rows(out, [row])
+                rows.append(row)
+                bar.update(task, advance=1, description=summary(row))
+        except KeyboardInterrupt:
+            where = f" in {out}" if out else ""
+            print(f"cnncost: interrupted; {len(rows)} finished row(s) kept{where}", file=sys.stderr)
+            raise
+    return rows
+
+
+@app.command()
+def plot(
+    csv: Annotated[str, typer.Argument(help="A CSV written by `cnncost bench --out`.")],
+    out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Where to write (default: the CSV's folder).")] = None,
+    formats: Annotated[str, typer.Option("--formats", help="png,svg or one of them.")] = "png,svg",
+) -> None:
+    """Plots from a bench CSV alone: throughput vs batch, throughput vs GMACs, MFU per model."""
+    from cnncost.bench.plots import plot_csv
+
+    for path in plot_csv(csv, out_dir, tuple(f.strip() for f in formats.split(",") if f.strip())):
+        print(path)
+
+
+def vertical(record: dict) -> list[dict]:
+    """One record as quantity/value rows (exact), with a rounded reading of big numbers."""
+    return [{"quantity": k, "value": v, "approx": f"{v:.3g}" if isinstance(v, int) and v >= 10**6 else ""}
+            for k, v in record.items()]
+
+
+@app.command("train-cost")
+def train_cost(
+    model: Annotated[str, typer.Argument(help="Model name or alias.")],
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the dataset.")] = 90,
+    dataset_size: Annotated[int, typer.Option("--dataset-size", help="Training images (ImageNet-1k: 1,281,167).")]
+    = 1_281_167,
+    size: SizeOpt = None,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="Bench CSV with measured training rows.")] = None,
+    gpu: Annotated[str, typer.Option("--gpu", help="Device of the stated-MFU estimate: h100-sxm, a100-80gb-sxm, "
+                                     "l4, rtx4090, ...")] = "h100-sxm",
+    dtype: Annotated[str, typer.Option("--dtype", help="Training precision: bf16, fp16, tf32 or fp32.")] = "bf16",
+    mfu: Annotated[float, typer.Option("--mfu", help="Assumed model FLOP utilisation, 0..1.")] = 0.3,
+    unit: UnitOpt = "macs",
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Total training multiply-adds (forward + backward, per layer kind) and the GPU-hours they imply."""
+    from cnncost.bench.traincost import train_cost as estimate
+    from cnncost.output import check_format, emit, in_unit
+    from cnncost.units import unit as to_unit
+
+    check_format(fmt)
+    u = to_unit(unit)
+    cost = estimate(model, size, epochs, dataset_size, csv, gpu, dtype, mfu)
+    tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
+              in_unit(cost.kinds, u),
+              "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),
+              "GPU-hours (one GPU)": cost.estimates}
+    if not cost.kinds:
+        tables.pop(next(iter(tables)))
+    data = {"summary": in_unit([cost.summary()], u)[0], "kinds": in_unit(cost.kinds, u), "estimates": cost.estimates}
+    emit(tables, fmt, output, data=data)
