@@ -94,16 +94,19 @@ def show(
     import cnncost
     from cnncost.catalog import depth
     from cnncost.output import emit, in_unit
+    from cnncost.specs import resolve
     u = prepare(fmt, unit)
     result = cnncost.analyze(model, size, batch, dtype)
     rows = in_unit(result.by(by).drop(columns="flops").to_dict("records"), u)
     totals = in_unit([{"layers": len(result.table), "depth": depth(result.table), **result.totals()}], u)
     shape = "x".join(map(str, result.input_shape))
+    entry = resolve(model)
     data = {"model": result.model, "input_shape": list(result.input_shape), "dtype": dtype, "unit": u.name,
-            "by": by, "rows": rows, "totals": totals[0]}
+            "by": by, "rows": rows, "totals": totals[0], "torchvision": entry.torchvision, "paper": entry.paper}
     shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else rows
-    emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals},
-         fmt, output, data=data)
+    about = [{"source": entry.paper.get("source", ""), "note": entry.paper.get("note", "")}]
+    emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals,
+          "About": about}, fmt, output, data=data)
 
 
 @app.command()

@@ -74,7 +74,8 @@ def build_resnet(b: Builder, depth: int = 50, groups: int = 1, width_per_group: 
 
 V15 = ("v1.5: a down-sampling bottleneck strides its 3x3 conv, so its first 1x1 runs at 4x the positions "
        "(fb.resnet.torch, the ResNeXt paper, torchvision); the ResNet paper's FLOPs are v1 (see the _v1 variant)")
-V1 = "v1: a down-sampling bottleneck strides its first 1x1 conv (the ResNet paper's Caffe models)"
+V1 = ("v1: a down-sampling bottleneck strides its first 1x1 conv, as in the ResNet paper's Caffe models whose FLOPs "
+      "it reproduces; v1.5 (torchvision) runs that 1x1 at 4x the positions (ResNet-50: 3.86G -> 4.09G MACs)")
 PAPERS = {  # the ResNet paper's Table 1 FLOPs (= MACs); the ResNeXt paper's Tables 1 and 3 (single-crop top-1)
     "resnet18": {"source": RESNET, "macs": 1.8e9}, "resnet34": {"source": RESNET, "macs": 3.6e9},
     "resnet50": {"source": RESNEXT, "params": 25.5e6, "macs": 4.1e9, "top1": 100 - 23.9, "note": V15},
