@@ -24,13 +24,10 @@ def compare(*models: str, size: int | None = None, batch: int = 1, dtype: str = 
     return compare_models(models, size, batch, dtype)
 
 
-def scale(base: str = "efficientnet_b0", phi=None, depth: float = 1.0, width: float = 1.0,
-          resolution: float = 1.0):
-    """Compound scaling as a DataFrame: predicted MACs (base x d x w^2 x r^2) against the exact count;
-    phi may be one number or several (default: 0..7 when no multiplier is given)."""
+def scale(base: str = "efficientnet_b0", phi=None, depth: float | None = None, width: float | None = None,
+          resolution: float | None = None, published: bool = False):
+    """Compound scaling as a DataFrame: predicted MACs (base x d x w^2 x r^2) against the exact count, for one
+    phi or several (default 0..7), explicit multipliers, or the published B0..B7."""
     import pandas as pd
-    from cnncost import scaling
-    if phi is None and (depth, width, resolution) != (1.0, 1.0, 1.0):
-        return pd.DataFrame([scaling.scale(base, depth, width, resolution)])
-    phis = range(8) if phi is None else [phi] if isinstance(phi, (int, float)) else phi
-    return pd.DataFrame(scaling.series(base, phis))
+    from cnncost.scaling import calculate
+    return pd.DataFrame(calculate(base, phi, depth, width, resolution, published))

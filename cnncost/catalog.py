@@ -39,7 +39,7 @@ def family_order(name: str) -> tuple[int, int]:
     return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), list(MODELS).index(name))
 
 
-def catalog(pattern: str = "*", unit: Unit = UNITS["macs"]) -> list[dict]:
+def catalog(pattern: str = "*") -> list[dict]:
     """Registered models matching a wildcard: aliases, family, default input size, params, core MACs at that size."""
     hits = sorted(names(pattern), key=family_order)
     if not hits:
@@ -49,7 +49,7 @@ def catalog(pattern: str = "*", unit: Unit = UNITS["macs"]) -> list[dict]:
         entry, totals = MODELS[name], spec_totals(build(name))
         rows.append({"model": name, "aliases": ", ".join(a for a, m in ALIASES.items() if m == name),
                      "family": entry.family, "size": entry.resolution, "params": totals["params"],
-                     f"core_{unit.name}": unit.of(totals["core_macs"]), "torchvision": entry.torchvision or ""})
+                     "core_macs": totals["core_macs"], "torchvision": entry.torchvision or ""})
     return rows
 
 
@@ -198,15 +198,17 @@ def merged_order(orders: list[list[str]]) -> list[str]:
 
 
 def by_stage(results: list[Result], unit: Unit) -> list[dict]:
-    """Per-stage rows of several models, stage by stage (in order of first appearance), the models adjacent;
-    core MACs also as a ratio to the first model's same stage."""
+    """Per-stage rows of several models, the models adjacent within each stage, with core MACs as a ratio to
+    the first model's same stage."""
     tables = {r.model: {row["stage"]: row for row in stage_rows(r, unit)} for r in results}
-    first, key = tables[results[0].model], f"core_{unit.name}"
-    return [{"stage": stage, "model": model, **{k: v for k, v in table[stage].items() if k != "stage"},
-             f"{key}_ratio": round(table[stage][key] / first[stage][key], 3) if first.get(stage, {}).get(key)
-             else None}
-            for stage in merged_order([list(t) for t in tables.values()]) for model, table in tables.items()
-            if stage in table]
+    first, key, rows = tables[results[0].model], f"core_{unit.name}", []
+    for stage in merged_order([list(table) for table in tables.values()]):
+        for model, table in tables.items():
+            if stage in table:
+                base = first.get(stage, {}).get(key)
+                rows.append({"stage": stage, "model": model, **table[stage],
+                             f"{key}_ratio": round(table[stage][key] / base, 3) if base else None})
+    return rows
 
 
 def comparison(models: Sequence[str], size: int | None = None, batch: int = 1, dtype: str = "fp32",

@@ -12,14 +12,18 @@ from __future__ import annotations
 import inspect
 from typing import Iterable, Sequence
 
-import pandas as pd
-
 from cnncost.catalog import spec_totals
 from cnncost.errors import CnnCostError
 from cnncost.specs import MODELS, Builder, ModelEntry, resolve
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 KNOBS = ("width_mult", "depth_mult")
+NOTES = [
+    "predicted = the base's conv + linear count x d x w^2 x r^2 (alpha=1.2, beta=1.1, gamma=1.15: ~2x per phi)",
+    "repeats round up per stage: d=1.1 turns B0's 16 blocks into 23 (stages of 1 block become 2)",
+    "channels round to multiples of 8 (never losing more than 10%); the input size rounds to an integer",
+    "depthwise convs, the stem (3 input channels) and the classifier grow with w, not w^2",
+]
 
 
 def compound(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> tuple[float, ...]:
@@ -87,6 +91,17 @@ def published(base: str = "efficientnet_b0") -> list[dict]:
                   e.resolution / entry.resolution, label=e.name) for e in siblings]
 
 
-def scaling_table(base: str = "efficientnet_b0", phis: Sequence[float] | None = None) -> pd.DataFrame:
-    """The calculator as a DataFrame: compound scaling over phi (default 0..7) of a base."""
-    return pd.DataFrame(series(base, range(8) if phis is None else phis))
+def calculate(base: str = "efficientnet_b0", phi: float | Sequence[float] | None = None,
+              depth: float | None = None, width: float | None = None, resolution: float | None = None,
+              published_only: bool = False) -> list[dict]:
+    """The calculator: one phi or several (default 0..7), or explicit multipliers (unset ones 1), or the
+    registered siblings (EfficientNet-B0..B7) as multipliers of the base; only one of the three."""
+    explicit = [m for m in (depth, width, resolution) if m is not None]
+    if sum(map(bool, (phi is not None, explicit, published_only))) > 1:
+        raise CnnCostError("give phi, or depth/width/resolution multipliers, or published, not several")
+    if published_only:
+        return published(base)
+    if explicit:
+        return [scale(base, *(1.0 if m is None else m for m in (depth, width, resolution)))]
+    phis = range(8) if phi is None else [phi] if isinstance(phi, (int, float)) else phi
+    return series(base, phis)

@@ -12,13 +12,6 @@ ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet5
 ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
 MultOpt = Annotated[Optional[float], typer.Option(help="Multiplier applied to the base (default 1).")]
 
-SCALING_NOTES = [
-    "predicted = the base's conv + linear count x d x w^2 x r^2 (alpha=1.2, beta=1.1, gamma=1.15: ~2x per phi)",
-    "repeats round up per stage: d=1.1 turns B0's 16 blocks into 23 (stages of 1 block become 2)",
-    "channels round to multiples of 8 (never losing more than 10%); the input size rounds to an integer",
-    "depthwise convs, the stem (3 input channels) and the classifier grow with w, not w^2",
-]
-
 
 def blank(rows: list[dict], fmt: str) -> list[dict]:
     """Unknown values (None) shown as empty cells in tables meant to be read; JSON keeps null."""
@@ -38,20 +31,36 @@ def compact(rows: list[dict], unit) -> list[dict]:
             for r in rows]
 
 
-def side_by_side(totals: list[dict]) -> list[dict]:
-    """Totals turned for reading: one row per quantity, a column per model, then its ratio to the first model."""
+def is_number(value) -> bool:
+    """An int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def readable(key: str, value) -> str:
+    """One totals value as read: counts with a metric prefix (25.6M), unknown as an empty cell."""
     from cnncost.output import is_count
     from cnncost.units import human
+    if value is None:
+        return ""
+    return human(value) if is_count(key) and is_number(value) else str(value)
+
+
+def ratio(key: str, value, base) -> str:
+    """value / base for counts and depth, to 3 decimals; empty where a ratio means nothing."""
+    from cnncost.output import is_count
+    comparable = (is_count(key) or key == "depth") and is_number(value) and is_number(base) and base
+    return f"{value / base:.3f}" if comparable else ""
+
+
+def side_by_side(totals: list[dict]) -> list[dict]:
+    """Totals turned for reading: one row per quantity, a column per model, then its ratio to the first model."""
     first, rows = totals[0], []
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     for key in (k for k in first if k != "model" and not k.endswith("_ratio")):
         row = {"quantity": key}
         for i, t in enumerate(totals):
-            value = t[key]
-            row[t["model"]] = "" if value is None else human(value) if is_count(key) and number(value) else str(value)
+            row[t["model"]] = readable(key, t[key])
             if i:
-                ok = (is_count(key) or key == "depth") and number(value) and number(first[key]) and first[key]
-                row[f"{t['model']} / {first['model']}"] = f"{value / first[key]:.3f}" if ok else ""
+                row[f"{t['model']} / {first['model']}"] = ratio(key, t[key], first[key])
         rows.append(row)
     return rows
 
@@ -129,7 +138,7 @@ def compare(
     tables = {f"Per stage (core {u.label} = conv + linear; all = every category; ratio to {totals[0]['model']})":
               blank(per_stage, fmt)}
     if not stages:
-        tables = {f"Totals (core = conv + linear)": side_by_side(totals) if human else totals, **tables}
+        tables = {"Totals (core = conv + linear)": side_by_side(totals) if human else totals, **tables}
     emit(tables, fmt, output, data={"unit": u.name, **({} if stages else {"totals": totals}), "stages": per_stage})
 
 
@@ -149,20 +158,10 @@ def scale(
 ) -> None:
     """Compound scaling: predicted MACs (base x d x w^2 x r^2) against the exact count of the scaled spec."""
     from cnncost import scaling
-    from cnncost.errors import CnnCostError
     from cnncost.output import emit, in_unit
     u = prepare(fmt, unit)
-    explicit = [m for m in (depth, width, resolution) if m is not None]
-    if sum(map(bool, (phi, explicit, published))) > 1:
-        raise CnnCostError("give --phi, or --depth/--width/--resolution, or --published, not several")
-    if published:
-        rows = scaling.published(base)
-    elif explicit:
-        rows = [scaling.scale(base, *(1.0 if m is None else m for m in (depth, width, resolution)))]
-    else:
-        rows = scaling.series(base, phi or range(8))
-    rows, name = in_unit(rows, u), scaling.scalable_entry(base).name
-    title = f"Scaling {name}: predicted vs exact conv + linear {u.label}"
-    notes = [{"why exact differs from predicted": n} for n in SCALING_NOTES]
-    emit({title: rows, "Notes": notes}, fmt, output,
-         data={"base": name, "unit": u.name, "rows": rows, "notes": SCALING_NOTES})
+    rows = in_unit(scaling.calculate(base, phi or None, depth, width, resolution, published), u)
+    name = scaling.scalable_entry(base).name
+    notes = [{"why exact differs from predicted": n} for n in scaling.NOTES]
+    emit({f"Scaling {name}: predicted vs exact conv + linear {u.label}": rows, "Notes": notes}, fmt, output,
+         data={"base": name, "unit": u.name, "rows": rows, "notes": scaling.NOTES})
