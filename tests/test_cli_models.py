@@ -234,3 +234,26 @@ def test_bad_input_is_one_line_exit_2_and_no_file(capsys, tmp_path, argv, messag
 def test_unwritable_output(capsys, tmp_path):
     status, _, err = cli(capsys, "show", "resnet18", "--output", str(tmp_path / "missing" / "x.csv"))
     assert status == 2 and "does not exist" in err
+
+
+def test_show_names_the_paper(capsys):
+    data = cli_json(capsys, "show", "resnet50_v1", "--by", "stage")
+    assert data["paper"]["macs"] == 3.8e9 and data["paper"]["source"].startswith("He et al. 2016")
+    assert data["torchvision"] is None and "first 1x1" in data["paper"]["note"]
+    status, out, _ = cli(capsys, "show", "resnet50", "--by", "stage")
+    assert status == 0 and "About" in out and "Xie et al. 2017" in out
+
+
+# -- the Python API returns the same tables as DataFrames -----------------------------------------
+
+
+def test_api_dataframes(capsys):
+    import cnncost
+    models = cnncost.list_models("resnext*")
+    assert list(models.model) == [r["model"] for r in cli_json(capsys, "list", "resnext*")]
+    totals, stages = cnncost.compare("resnet50", "resnext50")
+    assert list(totals.params) == [25_557_032, 25_028_904] and set(stages.model) == {"resnet50", "resnext50_32x4d"}
+    series = cnncost.scale()
+    assert list(series.model) == [f"phi={k}" for k in range(8)]
+    assert list(cnncost.scale(phi=1).core_macs) == [cli_json(capsys, "scale", "--phi", "1")["rows"][0]["core_macs"]]
+    assert cnncost.scale(width=2).size[0] == 224 and len(cnncost.scale(published=True)) == 8
