@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from cnncost.bench.counts import build_module
+from cnncost.bench.counts import model_source
 from cnncost.bench.runner import TORCH_DTYPES, Settings, sweep
 
 DEFAULTS = {"cpu": dict(model="resnet18", size=64, batch="32", dtype="fp32", channels_last=False, warmup=2, iters=10,
@@ -42,7 +42,7 @@ def timm_loop(args, batch: int) -> float:
     dtype = getattr(torch, TORCH_DTYPES[args.dtype])
     cast = args.mode == "infer" and args.dtype in ("fp16", "bf16")
     layout = torch.channels_last if args.channels_last else torch.preserve_format
-    model = build_module(args.model).to(args.device, dtype=dtype if cast else None, memory_format=layout)
+    model = model_source(args.model).build(args.device).to(dtype=dtype if cast else None, memory_format=layout)
     model.train(args.mode == "train")
     x = torch.randn(batch, 3, args.size, args.size, device=args.device, dtype=dtype if cast else torch.float32)
     x = x.contiguous(memory_format=layout)

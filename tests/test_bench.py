@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnncost.bench import csvio, devices, plots, runner
-from cnncost.bench.counts import counted_on_meta, macs_per_image, resolve_model
+from cnncost.bench.counts import macs_per_image, model_source
 from cnncost.bench.runner import Settings, check, percentile, sweep
 from cnncost.errors import CnnCostError
 
@@ -140,21 +140,21 @@ def test_percentile_matches_numpy():
 
 def test_forward_macs_agree_with_torchvision_metadata():
     import torchvision
-    for name in ("resnet50", "mobilenet_v2"):  # analytic spec; torch's counter (not registered analytically)
+    for name in ("resnet50", "mobilenet_v2"):  # analytic spec; our tracer (not registered analytically)
         ops = torchvision.models.get_model_weights(name).DEFAULT.meta["_ops"]  # GMACs, 3 decimals
         assert macs_per_image(name, 224)[0] / 1e9 == pytest.approx(ops, abs=5e-4)
 
 
-def test_training_fallback_is_three_forwards_less_the_first_grad_input():
-    forward, train = counted_on_meta("mobilenet_v2", 224)
+def test_training_count_is_three_forwards_less_the_first_grad_input():
+    forward, train = macs_per_image("mobilenet_v2", 224)[0], macs_per_image("mobilenet_v2", 224, train=True)[0]
     first = (112 * 112 * 32) * (3 * 3 * 3)  # stem conv 3->32, 3x3, stride 2: 10,838,016 MACs
     assert train == 3 * forward - first
 
 
 def test_aliases_resolve_and_unknown_models_are_errors():
-    assert resolve_model("resnext50") == "resnext50_32x4d"
+    assert model_source("resnext50").name == "resnext50_32x4d"
     with pytest.raises(CnnCostError, match="did you mean resnet50"):
-        resolve_model("resnet5O")
+        model_source("resnet5O")
 
 
 # -- the runner on the CPU ----------------------------------------------------------------------

@@ -161,15 +161,14 @@ class Prepared:
     size: int
 
 
-def prepare(name: str, settings: Settings, size: int) -> Prepared:
-    """Build the model and put it on the device in the mode, dtype and layout the settings say."""
+def prepare(source, settings: Settings, size: int) -> Prepared:
+    """Build the model on the device, in the mode, dtype and layout the settings say."""
     import torch
-    from cnncost.bench.counts import build_module
 
-    module = build_module(name)
     cast = settings.mode == "infer" and settings.dtype in ("fp16", "bf16")
-    module = module.to(device=settings.device, dtype=getattr(torch, TORCH_DTYPES[settings.dtype]) if cast else None,
-                       memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
+    module = source.build(settings.device).to(
+        dtype=getattr(torch, TORCH_DTYPES[settings.dtype]) if cast else None,
+        memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     module.train(settings.mode == "train")
     run = torch.compile(module, dynamic=False) if settings.compile else module
     optimizer = (torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
@@ -343,20 +342,21 @@ def case(name: str, size: int, prepared: Prepared | None, problem: str, settings
 def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
           before: Callable[[str, int], None] | None = None) -> Iterator[dict]:
     """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
-    from cnncost.bench.counts import default_size
+    from cnncost.bench.counts import model_source
     check(settings)
     batches = list(batches)
-    for name in models:
-        size = settings.size or default_size(name)
+    sources = [model_source(m) for m in models]
+    for source in sources:
+        size = settings.size or source.resolution
         prepared, problem, counts = None, "", None
         try:
-            counts = work_counts(name, size, settings.mode)
-            prepared = prepare(name, settings, size=size)
+            counts = work_counts(source.name, size, settings.mode)
+            prepared = prepare(source, settings, size)
         except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
             problem = one_line(error)
         for batch in batches:
             if before:
-                before(name, batch)
-            yield case(name, size, prepared, problem, settings, batch, counts)
+                before(source.name, batch)
+            yield case(source.name, size, prepared, problem, settings, batch, counts)
         del prepared
         free_memory(settings.on_cuda)

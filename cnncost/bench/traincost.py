@@ -171,17 +171,14 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
     from cnncost.bench import counts
 
     check_budget(epochs, dataset_size)
-    name = counts.resolve_model(model, runnable=False)
-    size = size or counts.default_size(name)
-    result = counts.analytic_result(name, size)
-    if result is not None:
-        table = training_table(result.table)
-        core = table.train_macs[table.category.isin(CORE)].sum()
-        cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, int(core), int(table.train_macs.sum()),
-                         "analytic", by_kind(table))
-    else:
-        forward, source = counts.macs_per_image(name, size)
-        train = counts.macs_per_image(name, size, train=True)[0]
-        cost = TrainCost(name, size, epochs, dataset_size, forward, train, train, source)
+    entry = counts.analytic_entry(model)
+    source = None if entry else counts.model_source(model)
+    name = entry.name if entry else source.name
+    size = size or (entry.resolution if entry else source.resolution)
+    result = counts.per_layer(name, size, runs=False)
+    table = training_table(result.table)
+    core = int(table.train_macs[table.category.isin(CORE)].sum())
+    cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, core, int(table.train_macs.sum()),
+                     result.source, by_kind(table))
     cost.estimates = estimates(cost, csv_path, device_key, dtype, mfu)
     return cost

@@ -70,7 +70,7 @@ def bench(
     fmt: FormatOpt = "table",
 ) -> None:
     """Measure images/s, latency, peak memory, achieved TFLOP/s and MFU over batch sizes."""
-    from cnncost.bench.counts import resolve_model
+    from cnncost.bench.counts import model_source
     from cnncost.bench.csvio import check_target
     from cnncost.bench.runner import Settings, check
     from cnncost.output import check_format, emit, in_unit
@@ -84,7 +84,7 @@ def bench(
                               plain["warmup"] if warmup is None else warmup, iters or plain["iters"],
                               repeats or plain["repeats"], size))
     batches = parse_batches(batch or plain["batch"])
-    names = [resolve_model(m) for m in models]
+    names = [model_source(m).name for m in models]
     if out:
         check_target(out)
     rows = run_sweep(names, batches, settings, out)

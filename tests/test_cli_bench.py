@@ -1,0 +1,138 @@
+"""`cnncost bench`, `plot` and `train-cost` as a user runs them: files, formats, units and every bad input."""
+import csv
+import json
+
+import pytest
+import torch
+
+from cnncost.bench import csvio, runner
+from cnncost.cli import run
+
+FAST = ["--size", "32", "--warmup", "0", "--iters", "1", "--repeats", "1", "--device", "cpu"]
+
+
+def cli(capsys, *argv):
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    status = run(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def bench_csv(tmp_path_factory):
+    """Two models x two batch sizes on the CPU, appended to a CSV by two runs of the command."""
+    path = tmp_path_factory.mktemp("bench") / "bench.csv"
+    for model in ("resnet18", "squeezenet1_0"):
+        assert run(["bench", model, "--batch", "1,2", "--out", str(path), "--format", "json", *FAST]) == 0
+    return path
+
+
+def test_rows_are_appended_with_one_header(bench_csv):
+    with bench_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert bench_csv.read_text().count("img_per_s,") == 1 and tuple(rows[0]) == csvio.SCHEMA
+    assert [(r["model"], r["batch"]) for r in rows] == [("resnet18", "1"), ("resnet18", "2"),
+                                                        ("squeezenet1_0", "1"), ("squeezenet1_0", "2")]
+    assert all(r["error"] == "" and float(r["img_per_s"]) > 0 and r["device"] == "cpu" for r in rows)
+
+
+def test_json_has_exact_integers_and_flops_doubles(capsys):
+    status, out, _ = cli(capsys, "bench", "resnet18", "--batch", "1", "--format", "json", "--unit", "flops", *FAST)
+    (row,) = next(iter(json.loads(out).values()))
+    assert status == 0 and "macs_per_image" not in row
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        torchvision.models.resnet18().eval()(torch.empty(1, 3, 32, 32))
+    assert row["flops_per_image"] == counter.get_total_flops()  # torch counts FLOPs (2 per MAC) of conv + linear
+    assert isinstance(row["flops_per_image"], int) and isinstance(row["step_flops_per_image"], int)
+
+
+def test_table_names_units_and_progress_goes_to_stderr(capsys):
+    status, out, err = cli(capsys, "bench", "resnet18", "--batch", "1", *FAST)
+    assert status == 0 and "img_per_s" in out and "macs_per_image" in out and "TFLOP/s = 2 x MACs" in out
+    assert "resnet18 batch 1" in err and "resnet18 batch 1" not in out
+
+
+def test_plot_from_the_csv(capsys, bench_csv):
+    status, out, _ = cli(capsys, "plot", str(bench_csv), "--formats", "svg")
+    names = sorted(line.rsplit("/", 1)[-1] for line in out.split())
+    assert status == 0 and names == ["bench-tflops.svg", "bench-throughput-vs-batch.svg", "bench-throughput-vs-gmacs.svg"]
+
+
+def test_ctrl_c_keeps_every_finished_row(capsys, tmp_path, monkeypatch):
+    real = runner.measure
+
+    def interrupted_at_2(prepared, settings, batch):
+        if batch == 2:
+            raise KeyboardInterrupt
+        return real(prepared, settings, batch)
+
+    monkeypatch.setattr(runner, "measure", interrupted_at_2)
+    path = tmp_path / "bench.csv"
+    status, out, err = cli(capsys, "bench", "resnet18", "--batch", "1,2,4", "--out", str(path), *FAST)
+    assert status == 130 and "1 finished row(s) kept" in err
+    assert [r["batch"] for r in csv.DictReader(path.open())] == ["1"]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "resnet18", "--batch", "1,x"], "--batch wants positive integers"),
+    (["bench", "resnet18", "--batch", "0"], "--batch wants positive integers"),
+    (["bench", "resnet5O"], "did you mean resnet50"),
+    (["bench", "resnet18", "--dtype", "tf32", "--device", "cpu"], "tf32 needs --device cuda"),
+    (["bench", "resnet18", "--cuda-graphs", "--device", "cpu"], "--cuda-graphs needs --device cuda"),
+    (["bench", "resnet18", "--mode", "eval"], "unknown mode"),
+    (["bench", "resnet18", "--format", "xml"], "unknown format"),
+    (["bench", "resnet18", "--out", "/nonexistent/dir/b.csv"], "does not exist"),
+    (["plot", "/nonexistent.csv"], "no such CSV"),
+    (["train-cost", "resnet18", "--epochs", "0"], "must be positive"),
+    (["train-cost", "resnet18", "--gpu", "h10"], "unknown device"),
+    (["train-cost", "resnet18", "--mfu", "2"], "MFU must be"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    status, out, err = cli(capsys, *argv)
+    assert status == 2 and message in err and err.count("\n") == 1 and out == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_writes_nothing(capsys, tmp_path):
+    path = tmp_path / "bench.csv"
+    status, out, err = cli(capsys, "bench", "resnet18", "--device", "cuda", "--out", str(path))
+    assert status == 2 and "CUDA is not available" in err and err.count("\n") == 1 and not path.exists()
+
+
+def test_a_foreign_csv_is_left_untouched(capsys, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("x,y\n1,2\n")
+    status, _, err = cli(capsys, "bench", "resnet18", "--out", str(path), *FAST)
+    assert status == 2 and "different header" in err and path.read_text() == "x,y\n1,2\n"
+
+
+def test_train_cost_json(capsys):
+    status, out, _ = cli(capsys, "train-cost", "resnet50", "--epochs", "90", "--format", "json")
+    data = json.loads(out)
+    summary = data["summary"]
+    assert status == 0 and summary["images"] == 90 * 1_281_167
+    assert summary["forward_macs_per_image"] == 4_089_184_256  # torchvision _ops 4.089 GMACs
+    first = (112 * 112 * 64) * (7 * 7 * 3)  # stem conv: 118,013,952 MACs, no grad-input
+    assert summary["train_macs_per_image"] == 3 * summary["forward_macs_per_image"] - first
+    assert summary["total_train_macs"] == summary["images"] * summary["train_macs_per_image"]
+    assert {k["factor"] for k in data["kinds"]} >= {"2F", "3F", "7F", "F+A"}
+    assert data["estimates"][0]["mfu"] == 0.3 and "H100 SXM" in data["estimates"][0]["basis"]
+
+
+def test_train_cost_in_flops_and_markdown(capsys):
+    status, out, _ = cli(capsys, "train-cost", "resnet18", "--unit", "flops", "--format", "md", "--epochs", "1",
+                         "--dataset-size", "1000", "--gpu", "a100-80gb-sxm", "--mfu", "0.5")
+    assert status == 0 and "total_train_flops" in out and "train_macs" not in out and "A100 80GB SXM" in out
+
+
+def test_train_cost_uses_a_measured_row(capsys, tmp_path):
+    path = tmp_path / "bench.csv"
+    row = {**dict.fromkeys(csvio.SCHEMA, ""), "model": "resnet18", "mode": "train", "size": 224, "dtype": "bf16",
+           "batch": 128, "img_per_s": 1000.0, "device_name": "NVIDIA L4"}
+    csvio.append_rows(path, [row])
+    status, out, _ = cli(capsys, "train-cost", "resnet18", "--csv", str(path), "--format", "json")
+    measured = json.loads(out)["estimates"][0]
+    assert status == 0 and measured["gpu_hours"] == pytest.approx(90 * 1_281_167 / 1000 / 3600, abs=1e-3)  # 32.03
