@@ -256,4 +256,4 @@ def test_api_dataframes(capsys):
     series = cnncost.scale()
     assert list(series.model) == [f"phi={k}" for k in range(8)]
     assert list(cnncost.scale(phi=1).core_macs) == [cli_json(capsys, "scale", "--phi", "1")["rows"][0]["core_macs"]]
-    assert cnncost.scale(width=2).size[0] == 224 and len(cnncost.scale(published=True)) == 8
+    assert cnncost.scale(width=2)["size"][0] == 224 and len(cnncost.scale(published=True)) == 8
