@@ -14,9 +14,9 @@ MEMO_SIZE = 1 << 16
 def layer_cost(kind: str, in_shape: Shape, hyper: dict) -> Cost:
     """cost() of one layer, memoized when its arguments are hashable: repeated blocks are computed once."""
     try:
-        key = (kind, tuple(in_shape), *hyper.items())
+        key = (kind, in_shape, *hyper.items())
         c = _MEMO.get(key)
-    except TypeError:  # an unhashable hyper-parameter, e.g. a list of shapes
+    except TypeError:  # an unhashable argument, e.g. a list of shapes
         return cost(kind, in_shape, **hyper)
     if c is None:
         if len(_MEMO) >= MEMO_SIZE:
