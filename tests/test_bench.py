@@ -8,7 +8,7 @@ import torch
 
 from cnncost.bench import csvio, devices, plots, runner
 from cnncost.bench.counts import macs_per_image, model_source
-from cnncost.bench.runner import Settings, check, percentile, sweep
+from cnncost.bench.runner import Settings, check, sweep
 from cnncost.errors import CnnCostError
 
 TINY = Settings(device="cpu", warmup=1, iters=2, repeats=2, size=32)
@@ -30,7 +30,7 @@ def rows():
     ("NVIDIA H200", "h200"), ("NVIDIA H200 NVL", "h200-nvl"), ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
     ("NVIDIA A100 80GB PCIe", "a100-80gb-pcie"), ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
     ("NVIDIA A100-PCIE-40GB", "a100-40gb"), ("NVIDIA L4", "l4"), ("NVIDIA L40S", "l40s"),
-    ("NVIDIA GeForce RTX 4090", "rtx4090"), ("Tesla V100-SXM2-16GB", "v100"), ("Tesla T4", "t4"),
+    ("NVIDIA GeForce RTX 4090", "rtx4090"), ("Tesla V100-SXM2-16GB", "v100"), ("Tesla V100-PCIE-32GB", "v100-pcie"), ("Tesla T4", "t4"),
     ("NVIDIA A10", "a10"), ("AMD Instinct MI300X", "mi300x"),
 ])
 def test_device_names_match_the_table(name, key):
@@ -115,6 +115,7 @@ def test_ctrl_c_during_a_write_waits_until_the_file_is_whole(tmp_path):
     (Settings(dtype="int8"), "unknown dtype"),
     (Settings(iters=0), "--iters"),
     (Settings(device="tpu"), "unknown device"),
+    (Settings(compile=True, warmup=1), "--compile needs --warmup 2"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(CnnCostError, match=message):
@@ -125,14 +126,6 @@ def test_bad_settings_are_one_line_errors(settings, message):
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(CnnCostError, match="CUDA is not available here.*use --device cpu"):
         check(Settings(device="cuda"))
-
-
-def test_percentile_matches_numpy():
-    import numpy as np
-    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
-    for q in (0, 50, 90, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
-    assert percentile([7.0], 90) == 7.0
 
 
 # -- what one image costs -----------------------------------------------------------------------

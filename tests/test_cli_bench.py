@@ -136,3 +136,11 @@ def test_train_cost_uses_a_measured_row(capsys, tmp_path):
     status, out, _ = cli(capsys, "train-cost", "resnet18", "--csv", str(path), "--format", "json")
     measured = json.loads(out)["estimates"][0]
     assert status == 0 and measured["gpu_hours"] == pytest.approx(90 * 1_281_167 / 1000 / 3600, abs=1e-3)  # 32.03
+
+
+def test_devices_lists_dense_peaks_with_sources(capsys):
+    status, out, _ = cli(capsys, "devices", "--format", "json")
+    (rows,) = json.loads(out).values()
+    h100 = next(r for r in rows if r["key"] == "h100-sxm")
+    assert status == 0 and h100["bf16_tflop_per_s"] == pytest.approx(1979 / 2, abs=0.5)  # data sheet, sparse / 2
+    assert all(r["source"] for r in rows)

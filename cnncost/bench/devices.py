@@ -66,6 +66,8 @@ DEVICES = (
            "NVIDIA Ada Lovelace GPU architecture whitepaper, appendix table (FP16/BF16 tensor with FP32 accumulate)"),
     Device("rtx3090", "NVIDIA GeForce RTX 3090", r"\bRTX 3090\b", 35.6, 35.6, 71, 71, 936,
            "NVIDIA Ampere GA102 GPU architecture whitepaper, appendix table (FP16/BF16 tensor with FP32 accumulate)"),
+    Device("v100-pcie", "NVIDIA V100 PCIe", r"\bV100\b.*PCI", 14, None, 112, None, 900,
+           f"{NV}/v100/ (PCIe column: 14 FP32, 112 tensor; no TF32 or BF16)"),
     Device("v100", "NVIDIA V100 SXM2", r"\bV100\b", 15.7, None, 125, None, 900,
            f"{NV}/v100/ (SXM2 column: 15.7 FP32, 125 tensor; no TF32 or BF16)"),
     Device("t4", "NVIDIA T4", r"\bT4\b", 8.1, None, 65, None, 320,
@@ -96,5 +98,5 @@ def by_key(key: str) -> Device:
 
 def records() -> list[dict]:
     """The table as rows, for printing."""
-    return [{"key": d.key, "name": d.name, **{f"{t}_tflops": d.peak_tflops(t) for t in BENCH_DTYPES},
+    return [{"key": d.key, "name": d.name, **{f"{t}_tflop_per_s": d.peak_tflops(t) for t in BENCH_DTYPES},
              "bandwidth_gb_s": d.bandwidth_gb_s, "source": d.source} for d in DEVICES]

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 from cnncost.bench.csvio import SCHEMA
 from cnncost.bench.devices import BENCH_DTYPES, match
 from cnncost.errors import CnnCostError
+from cnncost.trace.models import one_line
 
 MODES = ("infer", "train")
 TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -55,6 +56,8 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError(f"unknown dtype {settings.dtype!r}; choose one of {', '.join(BENCH_DTYPES)}")
     if settings.warmup < 0 or settings.iters < 1 or settings.repeats < 1:
         raise CnnCostError("--warmup must be >= 0, --iters and --repeats >= 1")
+    if settings.compile and settings.warmup < 2:
+        raise CnnCostError("--compile needs --warmup 2 or more, so that compiling is not timed")
     if settings.size is not None and settings.size < 16:
         raise CnnCostError(f"input size must be at least 16, got {settings.size}")
     if settings.device != "cpu" and not settings.on_cuda:
@@ -235,17 +238,9 @@ def timed_block(step: Callable[[], object], iters: int, on_cuda: bool) -> tuple[
     return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)], starts[0].elapsed_time(ends[-1]) / 1e3
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (linear interpolation, as numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def timings(step: Callable[[], object], batch: int, settings: Settings) -> dict:
     """Warm up, time the blocks and summarise: images/s (median, min, max) and latency p50/p90 in ms."""
+    import numpy as np
     for _ in range(settings.warmup):
         step()
     if settings.on_cuda:
@@ -256,9 +251,10 @@ def timings(step: Callable[[], object], batch: int, settings: Settings) -> dict:
         steps, seconds = timed_block(step, settings.iters, settings.on_cuda)
         latencies += steps
         rates.append(batch * settings.iters / seconds)
+    p50, p90 = np.percentile(np.array(latencies) * 1e3, [50, 90])
     return {"img_per_s": round(statistics.median(rates), 2), "img_per_s_min": round(min(rates), 2),
-            "img_per_s_max": round(max(rates), 2), "latency_ms_p50": round(percentile(latencies, 50) * 1e3, 3),
-            "latency_ms_p90": round(percentile(latencies, 90) * 1e3, 3)}
+            "img_per_s_max": round(max(rates), 2), "latency_ms_p50": round(float(p50), 3),
+            "latency_ms_p90": round(float(p90), 3)}
 
 
 def measure(prepared: Prepared, settings: Settings, batch: int) -> dict:
@@ -275,12 +271,6 @@ def measure(prepared: Prepared, settings: Settings, batch: int) -> dict:
     if settings.on_cuda:
         out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(settings.device) / 1e6, 1)
     return out
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one short line for the error column."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 def free_memory(on_cuda: bool) -> None:
@@ -334,7 +324,7 @@ def case(name: str, size: int, prepared: Prepared | None, problem: str, settings
         try:
             row.update(measure(prepared, settings, batch))
         except Exception as error:  # noqa: BLE001  (out of memory, compile failure, ...: a row, not a crash)
-            row["error"] = one_line(error)
+            row["error"] = one_line(error)[:300]
         free_memory(settings.on_cuda)
     return add_work(row, counts) if counts else row
 
@@ -353,7 +343,7 @@ def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
             counts = work_counts(source.name, size, settings.mode)
             prepared = prepare(source, settings, size)
         except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
-            problem = one_line(error)
+            problem = one_line(error)[:300]
         for batch in batches:
             if before:
                 before(source.name, batch)

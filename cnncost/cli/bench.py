@@ -52,7 +52,8 @@ def summary(row: dict) -> str:
 
 @app.command()
 def bench(
-    models: Annotated[list[str], typer.Argument(help="Models to run (torchvision names or cnncost aliases).")],
+    models: Annotated[list[str], typer.Argument(help="Models: cnncost names or aliases, torchvision names, or "
+                                                "FILE.py:FACTORY.")],
     device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, cpu, or auto (cuda when present).")] = "auto",
     batch: Annotated[Optional[str], typer.Option("--batch", "-b", help="Batch sizes, comma-separated "
                                                  "(default 1,8,32,128,256 on cuda, 1,8 on cpu).")] = None,
@@ -145,7 +146,7 @@ def train_cost(
     size: SizeOpt = None,
     csv: Annotated[Optional[str], typer.Option("--csv", help="Bench CSV with measured training rows.")] = None,
     gpu: Annotated[str, typer.Option("--gpu", help="Device of the stated-MFU estimate: h100-sxm, a100-80gb-sxm, "
-                                     "l4, rtx4090, ...")] = "h100-sxm",
+                                     "l4, rtx4090, ... (see `cnncost devices`).")] = "h100-sxm",
     dtype: Annotated[str, typer.Option("--dtype", help="Training precision: bf16, fp16, tf32 or fp32.")] = "bf16",
     mfu: Annotated[float, typer.Option("--mfu", help="Assumed model FLOP utilisation, 0..1.")] = 0.3,
     unit: UnitOpt = "macs",
@@ -168,3 +169,13 @@ def train_cost(
         tables.pop(next(iter(tables)))
     data = {"summary": in_unit([cost.summary()], u)[0], "kinds": in_unit(cost.kinds, u), "estimates": cost.estimates}
     emit(tables, fmt, output, data=data)
+
+
+@app.command()
+def devices(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
+    """Dense peak TFLOP/s per dtype and memory bandwidth of known accelerators, with sources (MFU's denominator)."""
+    from cnncost.bench.devices import records
+    from cnncost.output import check_format, emit
+
+    check_format(fmt)
+    emit({"Dense peaks (no sparsity), TFLOP/s; bandwidth GB/s": records()}, fmt, output)
