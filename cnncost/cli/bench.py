@@ -34,7 +34,7 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def progress_bar(total: int):
+def progress_bar():
     """A rich progress bar on stderr (stdout stays clean for JSON/CSV)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -78,20 +78,22 @@ def bench(
     from cnncost.units import unit as to_unit
 
     check_format(fmt)
-    to_unit(unit)
+    to_unit(unit)  # a bad unit fails before anything runs
     device = pick_device(device)
     plain = DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
-    settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs,
-                              plain["warmup"] if warmup is None else warmup, iters or plain["iters"],
-                              repeats or plain["repeats"], size))
-    batches = parse_batches(batch or plain["batch"])
+    given = {"batch": batch, "warmup": warmup, "iters": iters, "repeats": repeats}
+    plain = {k: plain[k] if given[k] is None else given[k] for k in plain}
+    settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs, plain["warmup"],
+                              plain["iters"], plain["repeats"], size))
+    batches = parse_batches(plain["batch"])
     names = [model_source(m).name for m in models]
     if out:
         check_target(out)
-    rows = run_sweep(names, batches, settings, out)
-    shown = rows if fmt in ("json", "csv") else [{k: r[k] for k in SHOWN} for r in rows]
-    emit({"Benchmark (MACs per image: conv + linear; TFLOP/s = 2 x MACs x img/s)": in_unit(shown, to_unit(unit))},
-         fmt)
+    u = to_unit(unit)
+    rows = in_unit(run_sweep(names, batches, settings, out), u)
+    columns = [k.replace("macs", u.name) for k in SHOWN]
+    title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
+    emit({title: [{k: r[k] for k in columns} for r in rows]}, fmt, data=rows)
 
 
 def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
@@ -102,7 +104,7 @@ def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -
     from cnncost.bench.runner import sweep
 
     rows: list[dict] = []
-    with progress_bar(len(names) * len(batches)) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("starting", total=len(names) * len(batches))
         try:
             for row in sweep(names, batches, settings,
