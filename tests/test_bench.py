@@ -116,6 +116,7 @@ def test_ctrl_c_during_a_write_waits_until_the_file_is_whole(tmp_path):
     (Settings(iters=0), "--iters"),
     (Settings(device="tpu"), "unknown device"),
     (Settings(compile=True, warmup=1), "--compile needs --warmup 2"),
+    (Settings(compile=True, compile_mode="fast"), "unknown compile mode"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(CnnCostError, match=message):
@@ -222,6 +223,14 @@ def test_plots_come_from_the_csv_alone_and_are_deterministic(tmp_path, mfu, last
     assert again == first
     svg = first["bench-throughput-vs-gmacs.svg"].decode()
     assert "<dc:date>" not in svg and "FLOPs are not speed" in svg and "efficientnet_b0" in svg
+
+
+def test_plot_labels_say_how_rows_were_run():
+    from types import SimpleNamespace as Row
+    flags = dict(dtype="bf16", channels_last=True, cuda_graphs=False, mode="infer")
+    assert plots.config(Row(compile=True, compile_mode="max-autotune", **flags)) == "bf16 CL compiled max-autotune infer"
+    assert plots.config(Row(compile=True, compile_mode="default", **flags)) == "bf16 CL compiled infer"
+    assert plots.config(Row(compile=False, compile_mode="", **{**flags, "cuda_graphs": True})) == "bf16 CL graphs infer"
 
 
 def test_plots_need_measured_rows(tmp_path):

@@ -14,7 +14,7 @@ from cnncost.output import write_atomic
 
 # The schema: every row has exactly these keys, in this order. Units are in the names.
 SCHEMA = (
-    "model", "mode", "batch", "size", "dtype", "channels_last", "compile", "cuda_graphs",
+    "model", "mode", "batch", "size", "dtype", "channels_last", "compile", "compile_mode", "cuda_graphs",
     "img_per_s", "img_per_s_min", "img_per_s_max", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
     "macs_per_image", "step_macs_per_image", "macs_source", "tflops_achieved", "peak_tflops", "mfu",
     "warmup", "iters", "repeats", "device", "device_name", "driver", "torch", "torchvision", "cuda", "cudnn",

@@ -18,7 +18,8 @@ STYLE = {"svg.hashsalt": "cnncost", "figure.dpi": 100, "font.size": 9, "axes.gri
 
 def config(row) -> str:
     """A short label of how a row was run: 'bf16 CL compiled infer'."""
-    flags = [row.dtype, "CL" if row.channels_last else "", "compiled" if row.compile else "",
+    compiled = f"compiled {row.compile_mode}".replace(" default", "") if row.compile else ""
+    flags = [row.dtype, "CL" if row.channels_last else "", compiled,
              "graphs" if row.cuda_graphs else "", row.mode]
     return " ".join(f for f in flags if f)
 

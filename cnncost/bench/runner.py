@@ -24,6 +24,8 @@ from cnncost.errors import CnnCostError
 from cnncost.trace.models import one_line
 
 MODES = ("infer", "train")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GRAPHED_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs themselves
 TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -41,6 +43,7 @@ class Settings:
     iters: int = 50
     repeats: int = 5
     size: int | None = None
+    compile_mode: str = "default"
 
     @property
     def on_cuda(self) -> bool:
@@ -56,8 +59,12 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError(f"unknown dtype {settings.dtype!r}; choose one of {', '.join(BENCH_DTYPES)}")
     if settings.warmup < 0 or settings.iters < 1 or settings.repeats < 1:
         raise CnnCostError("--warmup must be >= 0, --iters and --repeats >= 1")
+    if settings.compile_mode not in COMPILE_MODES:
+        raise CnnCostError(f"unknown compile mode {settings.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     if settings.compile and settings.warmup < 2:
         raise CnnCostError("--compile needs --warmup 2 or more, so that compiling is not timed")
+    if settings.compile and settings.cuda_graphs and settings.compile_mode in GRAPHED_MODES:
+        raise CnnCostError(f"compile mode {settings.compile_mode} captures CUDA graphs itself; drop --cuda-graphs")
     if settings.size is not None and settings.size < 16:
         raise CnnCostError(f"input size must be at least 16, got {settings.size}")
     if settings.device != "cpu" and not settings.on_cuda:
@@ -173,7 +180,7 @@ def prepare(source, settings: Settings, size: int) -> Prepared:
         dtype=getattr(torch, TORCH_DTYPES[settings.dtype]) if cast else None,
         memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     module.train(settings.mode == "train")
-    run = torch.compile(module, dynamic=False) if settings.compile else module
+    run = torch.compile(module, mode=settings.compile_mode, dynamic=False) if settings.compile else module
     optimizer = (torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
                  if settings.mode == "train" else None)
     return Prepared(module, run, optimizer, size)
@@ -289,6 +296,7 @@ def base_row(name: str, batch: int, size: int, settings: Settings) -> dict:
     row = dict.fromkeys(SCHEMA, "")
     row.update(model=name, mode=settings.mode, batch=batch, size=size, dtype=settings.dtype,
                channels_last=settings.channels_last, compile=settings.compile, cuda_graphs=settings.cuda_graphs,
+               compile_mode=settings.compile_mode if settings.compile else "",
                warmup=settings.warmup, iters=settings.iters, repeats=settings.repeats,
                timestamp_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                **environment(settings.device))

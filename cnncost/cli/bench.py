@@ -60,6 +60,8 @@ def bench(
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32 (cuda), fp16 or bf16.")] = "fp32",
     channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory layout.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    compile_mode: Annotated[str, typer.Option("--compile-mode", help="default, reduce-overhead, max-autotune or "
+                                              "max-autotune-no-cudagraphs.")] = "default",
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the step in a CUDA graph.")] = False,
     mode: Annotated[str, typer.Option("--mode", help="infer (eval, inference_mode) or train (SGD step).")] = "infer",
     warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed steps first (default 10 cuda, 2 cpu).")] = None,
@@ -84,7 +86,7 @@ def bench(
     given = {"batch": batch, "warmup": warmup, "iters": iters, "repeats": repeats}
     plain = {k: plain[k] if given[k] is None else given[k] for k in plain}
     settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs, plain["warmup"],
-                              plain["iters"], plain["repeats"], size))
+                              plain["iters"], plain["repeats"], size, compile_mode))
     batches = parse_batches(plain["batch"])
     names = [model_source(m).name for m in models]
     if out:
