@@ -68,6 +68,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "*elementwise": Rule("zero", 0, "elementwise ops not counted", FVCORE_SKIPS.format("add/mul")),
     },
     "ptflops": {
+        **not_counted("ptflops"),
         "conv2d@hooked": BIAS, "linear@hooked": BIAS,
         "conv2d": Rule("zero", 0, "functional conv not counted", "ptflops does not see F.conv2d"),
         "linear": Rule("zero", 0, "functional linear not counted", "ptflops does not see F.linear / matmul"),
@@ -84,7 +85,6 @@ RULES: dict[str, dict[str, Rule]] = {
             module="AdaptiveAvgPool2d", fn="adaptive_avg_pool2d") + ", each as the input elements"),
         "*pool": Rule("in", 1, "pooling counted as input", "ptflops counts a functional pool as its input "
                       "elements (cnncost: output elements x window)"),
-        **not_counted("ptflops"),
         "*activation": Rule("zero", 0, "activations not counted", "ptflops has no hook or patch for "
                             "sigmoid/hardswish/hardsigmoid/tanh"),
         "*elementwise": Rule("zero", 0, "elementwise ops not counted", "ptflops patches torch.add / Tensor.add "

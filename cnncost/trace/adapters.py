@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from cnncost.result import Result, frame
+from cnncost.result import COLUMNS, INT_COLUMNS, Result, frame
 from cnncost.trace.kinds import category, root_name, stage_of, tool_kind
 from cnncost.trace.models import ModelSource, one_line
 
@@ -24,6 +24,7 @@ DEVICE = {"fvcore": "cpu", "ptflops": "cpu", "ptflops-aten": "meta", "torch": "m
 CONVENTION = {"fvcore": "MACs", "ptflops": "MACs", "ptflops-aten": "MACs", "torch": "FLOPs = 2 x MACs"}
 
 Counts = dict[str, Counter]
+TEXT_COLUMNS = [c for c in COLUMNS if c not in INT_COLUMNS]
 
 
 def own_counts(inclusive: Counts) -> Counts:
@@ -51,15 +52,18 @@ def to_result(tool: str, model_name: str, x: torch.Tensor, counts: Counts, param
     rows, params = [], dict(params or {})
     for name, ops in counts.items():
         for op, n in ops.items():
-            kind = tool_kind(op)
-            rows.append({"name": root_name(name), "stage": stage_of(name), "kind": kind, "category": category(kind),
-                         "macs": int(n) // per_mac, "params": params.pop(name, 0), "op": op})
-    rows += [{"name": root_name(name), "stage": stage_of(name), "kind": "(params)", "category": "other",
-              "params": n, "op": ""} for name, n in params.items() if n]
+            rows.append(tool_row(name, tool_kind(op), op, macs=int(n) // per_mac, params=params.pop(name, 0)))
+    rows += [tool_row(name, "(params)", "", params=n) for name, n in params.items() if n]
     table = frame(rows)
     table["op"] = [r["op"] for r in rows]
     return Result(model_name, tool, tuple(x.shape), table, convention=CONVENTION[tool],
                   unsupported=dict(unsupported or {}), notes=list(notes or []))
+
+
+def tool_row(name: str, kind: str, op: str, **counts) -> dict:
+    """A table row from a tool's count for a module (shapes unknown to the tool left empty)."""
+    return {**dict.fromkeys(TEXT_COLUMNS, ""), "name": root_name(name), "stage": stage_of(name), "kind": kind,
+            "category": category(kind), "op": op, **counts}
 
 
 @contextmanager

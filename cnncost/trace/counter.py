@@ -288,7 +288,8 @@ def unused_rows(model: torch.nn.Module, tracer: Tracer) -> list[dict]:
             owners[owner] = owners.get(owner, 0) + p.numel()
     modules = dict(model.named_modules())
     return [{"name": root_name(owner), "stage": stage_of(owner), "kind": "(unused)", "category": "other",
-             "params": n, "module": type(modules[owner]).__name__, "op": ""} for owner, n in owners.items()]
+             "in_shape": "", "out_shape": "", "kernel": "", "stride": "", "params": n,
+             "module": type(modules[owner]).__name__, "op": ""} for owner, n in owners.items()]
 
 
 def trace_module(model: torch.nn.Module, x: torch.Tensor, name: str = "model", strict: bool = False,

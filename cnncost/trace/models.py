@@ -36,10 +36,21 @@ class ModelSource:
     implementation: str = ""
     paper_variant: bool = False
     notes: list[str] = field(default_factory=list)
+    uninitialised_ok: bool = False
 
     def build(self, device: str = "meta"):
-        """The model in eval mode with its parameters on `device` (built there directly when the factory allows)."""
+        """The model in eval mode with its parameters on `device` (built there directly when the factory allows).
+
+        torchvision models go to a real device as zeros (built on meta, then given zeroed memory): counts do
+        not depend on values, initialising VGG's 138M weights costs seconds, and garbage memory can hold slow
+        denormal floats."""
         import torch
+        if device != "meta" and self.uninitialised_ok:
+            model = self.build("meta").to_empty(device=device).eval()
+            with torch.no_grad():
+                for tensor in (*model.parameters(), *model.buffers()):
+                    tensor.zero_()
+            return model
         try:
             with torch.device(device):
                 model = self.factory()
@@ -102,7 +113,8 @@ def registry_model(entry, aux: bool) -> ModelSource:
         source = torchvision_model(entry.torchvision, aux)
     elif entry.name in CONSTRUCTIBLE:
         cls, kw = CONSTRUCTIBLE[entry.name]
-        source = ModelSource(entry.name, class_factory(cls, kw), implementation=f"torchvision.models.{cls}(**{kw})")
+        source = ModelSource(entry.name, class_factory(cls, kw), implementation=f"torchvision.models.{cls}(**{kw})",
+                             uninitialised_ok=True)
     else:
         base = implementation_of(entry.name)
         if base is None:
@@ -150,7 +162,7 @@ def torchvision_model(name: str, aux: bool = False) -> ModelSource:
 
     notes = [AUX_NOTES[aux]] if key in AUX_MODELS else []
     return ModelSource(key, build, default_resolution(key), implementation=f"torchvision.models.{key}",
-                       notes=notes)
+                       notes=notes, uninitialised_ok=True)
 
 
 def default_resolution(name: str) -> int:
