@@ -346,7 +346,11 @@ def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: 
     except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
         if device != "meta":
             raise CnnCostError(f"{source.name}: forward failed on {device}: {one_line(e)}") from None
-        result = trace(source, batch, size, "cpu", strict, dtype)
+        try:
+            result = trace(source, batch, size, "cpu", strict, dtype)
+        except CnnCostError as again:
+            same = one_line(e) in str(again)
+            raise CnnCostError(str(again) + ("" if same else f" (on meta: {one_line(e)})")) from None
         result.notes.insert(0, f"forward failed on the meta device ({one_line(e)}); counted on the CPU instead")
     result.notes = source.notes + result.notes
     return result

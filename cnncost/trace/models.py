@@ -67,7 +67,8 @@ class ModelSource:
         import torch
         size = self.resolution if size is None else size
         if batch <= 0 or size <= 0 or self.channels <= 0:
-            raise CnnCostError(f"batch, channels and size must be positive, got {batch}, {self.channels}, {size}")
+            raise CnnCostError(f"batch, channels and size must be positive, got batch {batch}, "
+                               f"channels {self.channels}, size {size}")
         shape = (batch, self.channels, size, size)
         return torch.empty(shape, device="meta") if device == "meta" else torch.randn(shape, device=device)
 
@@ -152,7 +153,8 @@ def torchvision_model(name: str, aux: bool = False) -> ModelSource:
     known = torchvision.models.list_models(module=torchvision.models)
     if key not in known:
         from cnncost import specs
-        close = difflib.get_close_matches(key, [*specs.MODELS, *specs.ALIASES, *known], n=4, cutoff=0.5)
+        close = difflib.get_close_matches(key, list(dict.fromkeys([*specs.MODELS, *specs.ALIASES, *known])), n=4,
+                                          cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `cnncost list` or torchvision.models"
         raise CnnCostError(f"unknown model {name!r}{hint}")
     extra = {"aux_logits": aux, "init_weights": False} if key in AUX_MODELS else {}
