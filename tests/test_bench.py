@@ -117,6 +117,7 @@ def test_ctrl_c_during_a_write_waits_until_the_file_is_whole(tmp_path):
     (Settings(device="tpu"), "unknown device"),
     (Settings(compile=True, warmup=1), "--compile needs --warmup 2"),
     (Settings(compile=True, compile_mode="fast"), "unknown compile mode"),
+    (Settings(threads=0), "--threads must be at least 1"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(CnnCostError, match=message):
@@ -189,8 +190,10 @@ def test_a_failing_batch_is_a_row_and_the_sweep_goes_on(monkeypatch):
 
 
 def test_training_rows_count_forward_and_backward():
+    threads = torch.get_num_threads()
     (r,) = sweep(["resnet18"], [2], Settings(mode="train", warmup=0, iters=1, repeats=1, size=32,
-                                             channels_last=True))
+                                             channels_last=True, threads=1))
+    assert r["threads"] == 1 and torch.get_num_threads() == threads  # set for the sweep, restored after
     first = (16 * 16 * 64) * (7 * 7 * 3)  # stem conv 3->64, 7x7, stride 2 at 32 px: 2,408,448 MACs
     assert r["error"] == "" and r["step_macs_per_image"] == 3 * r["macs_per_image"] - first
 

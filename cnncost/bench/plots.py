@@ -54,8 +54,8 @@ def plain_numbers(ax) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def throughput_vs_batch(df, ax) -> None:
-    """images/s against batch size, one line per model and config."""
+def throughput_vs_batch(df, ax) -> str:
+    """images/s against batch size, one line per model and config; the file suffix."""
     for (model, label), rows in df.groupby(["model", "config"]):
         rows = rows.groupby("batch", as_index=False).img_per_s.median()
         ax.plot(rows.batch, rows.img_per_s, marker="o", label=f"{model} ({label})")
@@ -64,9 +64,10 @@ def throughput_vs_batch(df, ax) -> None:
     plain_numbers(ax)
     ax.set_xticks(sorted(df.batch.unique()), labels=[str(b) for b in sorted(df.batch.unique())])
     ax.legend(fontsize=7, loc="best")
+    return "throughput-vs-batch"
 
 
-def throughput_vs_gmacs(df, ax) -> None:
+def throughput_vs_gmacs(df, ax) -> str:
     """Best images/s against forward GMACs per image, with the line speed would follow if it were MACs."""
     top = best(df)
     for label, rows in top.groupby("config"):
@@ -81,6 +82,7 @@ def throughput_vs_gmacs(df, ax) -> None:
            ylabel="images/s (best batch size)", title=f"FLOPs are not speed: throughput vs GMACs on {where(df)}")
     plain_numbers(ax)
     ax.legend(fontsize=7, loc="best")
+    return "throughput-vs-gmacs"
 
 
 def efficiency(df, ax) -> str:
@@ -126,11 +128,10 @@ def plot_csv(path: str | Path, out_dir: str | Path | None = None, formats=FORMAT
         raise CnnCostError(f"cannot write plots: directory {out} does not exist")
     written = []
     with plt.rc_context(STYLE):
-        for name, draw, size in (("throughput-vs-batch", throughput_vs_batch, (8, 5)),
-                                 ("throughput-vs-gmacs", throughput_vs_gmacs, (8, 5)),
-                                 ("", efficiency, (8, 1.5 + 0.35 * len(best(df))))):
+        for draw, size in ((throughput_vs_batch, (8, 5)), (throughput_vs_gmacs, (8, 5)),
+                           (efficiency, (8, 1.5 + 0.35 * len(best(df))))):
             fig, ax = plt.subplots(figsize=size)
-            suffix = draw(df, ax) or name
+            suffix = draw(df, ax)
             written += save(fig, out / f"{path.stem}-{suffix}", formats)
             plt.close(fig)
     return written

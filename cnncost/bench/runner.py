@@ -44,6 +44,7 @@ class Settings:
     repeats: int = 5
     size: int | None = None
     compile_mode: str = "default"
+    threads: int | None = None
 
     @property
     def on_cuda(self) -> bool:
@@ -59,6 +60,8 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError(f"unknown dtype {settings.dtype!r}; choose one of {', '.join(BENCH_DTYPES)}")
     if settings.warmup < 0 or settings.iters < 1 or settings.repeats < 1:
         raise CnnCostError("--warmup must be >= 0, --iters and --repeats >= 1")
+    if settings.threads is not None and settings.threads < 1:
+        raise CnnCostError(f"--threads must be at least 1, got {settings.threads}")
     if settings.compile_mode not in COMPILE_MODES:
         raise CnnCostError(f"unknown compile mode {settings.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     if settings.compile and settings.warmup < 2:
@@ -119,7 +122,7 @@ def cpu_name() -> str:
 
 @lru_cache(maxsize=None)
 def environment(device: str) -> dict:
-    """Where a row was measured: device name, driver, library versions, threads."""
+    """Where a row was measured: device name, driver, library versions."""
     import torch
     import torchvision
     cuda = device.startswith("cuda")
@@ -127,7 +130,7 @@ def environment(device: str) -> dict:
             "driver": driver_version() if cuda else "", "torch": torch.__version__,
             "torchvision": torchvision.__version__, "cuda": torch.version.cuda or "",
             "cudnn": (torch.backends.cudnn.version() or "") if cuda else "",
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
+            "python": platform.python_version()}
 
 
 def peak_tflops(device_name: str, dtype: str) -> float | None:
@@ -293,13 +296,14 @@ def free_memory(on_cuda: bool) -> None:
 
 def base_row(name: str, batch: int, size: int, settings: Settings) -> dict:
     """The fields every row has, known before measuring."""
+    import torch
     row = dict.fromkeys(SCHEMA, "")
     row.update(model=name, mode=settings.mode, batch=batch, size=size, dtype=settings.dtype,
                channels_last=settings.channels_last, compile=settings.compile, cuda_graphs=settings.cuda_graphs,
                compile_mode=settings.compile_mode if settings.compile else "",
                warmup=settings.warmup, iters=settings.iters, repeats=settings.repeats,
                timestamp_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               **environment(settings.device))
+               threads=torch.get_num_threads(), **environment(settings.device))
     return row
 
 
@@ -337,6 +341,18 @@ def case(name: str, size: int, prepared: Prepared | None, problem: str, settings
     return add_work(row, counts) if counts else row
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's CPU thread count set for the block (when given) and restored after it."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
           before: Callable[[str, int], None] | None = None) -> Iterator[dict]:
     """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
@@ -344,17 +360,23 @@ def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
     check(settings)
     batches = list(batches)
     sources = [model_source(m) for m in models]
-    for source in sources:
-        size = settings.size or source.resolution
-        prepared, problem, counts = None, "", None
-        try:
-            counts = work_counts(source.name, size, settings.mode)
-            prepared = prepare(source, settings, size)
-        except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
-            problem = one_line(error)[:300]
-        for batch in batches:
-            if before:
-                before(source.name, batch)
-            yield case(source.name, size, prepared, problem, settings, batch, counts)
-        del prepared
-        free_memory(settings.on_cuda)
+    with cpu_threads(settings.threads):
+        for source in sources:
+            yield from model_rows(source, batches, settings, before)
+
+
+def model_rows(source, batches: list[int], settings: Settings, before) -> Iterator[dict]:
+    """The rows of one model: built once, measured at every batch size."""
+    size = settings.size or source.resolution
+    prepared, problem, counts = None, "", None
+    try:
+        counts = work_counts(source.name, size, settings.mode)
+        prepared = prepare(source, settings, size)
+    except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
+        problem = one_line(error)[:300]
+    for batch in batches:
+        if before:
+            before(source.name, batch)
+        yield case(source.name, size, prepared, problem, settings, batch, counts)
+    del prepared
+    free_memory(settings.on_cuda)

@@ -68,6 +68,8 @@ def bench(
     iters: Annotated[Optional[int], typer.Option("--iters", help="Timed steps per block (default 50 cuda, 5 cpu).")] = None,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks (default 5 cuda, 3 cpu).")] = None,
     size: SizeOpt = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")]
+    = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Append every finished row to this CSV.")] = None,
     unit: UnitOpt = "macs",
     fmt: FormatOpt = "table",
@@ -86,7 +88,7 @@ def bench(
     given = {"batch": batch, "warmup": warmup, "iters": iters, "repeats": repeats}
     plain = {k: plain[k] if given[k] is None else given[k] for k in plain}
     settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs, plain["warmup"],
-                              plain["iters"], plain["repeats"], size, compile_mode))
+                              plain["iters"], plain["repeats"], size, compile_mode, threads))
     batches = parse_batches(plain["batch"])
     names = [model_source(m).name for m in models]
     if out:
