@@ -36,9 +36,10 @@ def measured(path: str | Path):
 
 
 def where(df) -> str:
-    """The device(s) the rows were measured on, CPU marked as such."""
-    names = sorted({f"{n} (CPU)" if d == "cpu" else n for n, d in zip(df.device_name, df.device)})
-    return ", ".join(names)
+    """The device(s) the rows were measured on, CPUs marked as such with their thread count."""
+    def label(name, device, threads):
+        return f"{name} (CPU, {threads:g} thread{'s' if threads != 1 else ''})" if device == "cpu" else name
+    return ", ".join(sorted({label(*r) for r in zip(df.device_name, df.device, df.threads)}))
 
 
 def best(df):
@@ -68,8 +69,8 @@ def throughput_vs_batch(df, ax) -> str:
 
 
 def throughput_vs_gmacs(df, ax) -> str:
-    """Best images/s against forward GMACs per image, with the line speed would follow if it were MACs."""
-    top = best(df)
+    """Best inference images/s against forward GMACs per image, with the line speed would follow if it were MACs."""
+    top = best(df[df["mode"] == "infer"] if (df["mode"] == "infer").any() else df)
     for label, rows in top.groupby("config"):
         ax.scatter(rows.gmacs, rows.img_per_s, label=label, zorder=3)
         for r in rows.itertuples():
