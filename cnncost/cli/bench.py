@@ -170,7 +170,7 @@ def train_cost(
     tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
               in_unit(cost.kinds, u),
               "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),
-              "GPU-hours (one GPU)": cost.estimates}
+              "GPU-hours (one device)": cost.estimates}
     if not cost.kinds:
         tables.pop(next(iter(tables)))
     data = {"summary": in_unit([cost.summary()], u)[0], "kinds": in_unit(cost.kinds, u), "estimates": cost.estimates}
