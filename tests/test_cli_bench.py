@@ -48,6 +48,11 @@ def test_json_has_exact_integers_and_flops_doubles(capsys):
     assert isinstance(row["flops_per_image"], int) and isinstance(row["step_flops_per_image"], int)
 
 
+def test_csv_on_stdout_has_the_file_schema(capsys):
+    status, out, _ = cli(capsys, "bench", "resnet18", "--batch", "1", "--format", "csv", *FAST)
+    assert status == 0 and out.splitlines()[0].split(",") == list(csvio.SCHEMA)
+
+
 def test_table_names_units_and_progress_goes_to_stderr(capsys):
     status, out, err = cli(capsys, "bench", "resnet18", "--batch", "1", *FAST)
     assert status == 0 and "img_per_s" in out and "macs_per_image" in out and "MACs per image" in out

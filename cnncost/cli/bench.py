@@ -97,7 +97,7 @@ def bench(
     rows = in_unit(run_sweep(names, batches, settings, out), u)
     columns = [k.replace("macs", u.name) for k in SHOWN]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
-    emit({title: [{k: r[k] for k in columns} for r in rows]}, fmt, data=rows)
+    emit({title: rows if fmt == "csv" else [{k: r[k] for k in columns} for r in rows]}, fmt, data=rows)
 
 
 def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
