@@ -1,0 +1,47 @@
+"""The verification report: analytic vs our tracer vs fvcore vs ptflops vs torch, every difference explained."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from cnncost.report.markdown import table
+from cnncost.report.overview import LECTURE
+from cnncost.units import UNITS
+
+MODELS = (*LECTURE, "googlenet_paper", "resnet50_v1")
+
+
+@lru_cache(maxsize=None)
+def verified(name: str):
+    """verify() of a model at its own size and batch 1, once per process."""
+    from cnncost.verify import verify
+    return verify(name)
+
+
+def model_section(name: str) -> str:
+    """One model: sources side by side, then every difference with its cause."""
+    from cnncost.verify import report_tables
+    v = verified(name)
+    tables = report_tables([v], UNITS["macs"], "md")
+    note = f"Paper variant: {v.paper_note}\n\n" if v.paper_note else ""
+    return f"## {name}\n\n{note}" + "".join(f"**{title}**\n\n{table(rows, human=False)}\n"
+                                            for title, rows in tables.items())
+
+
+def summary(models=MODELS) -> str:
+    """One line per model: status and every source's total in MACs (torch halved)."""
+    from cnncost.verify import summary_row
+    return table([summary_row(verified(m)) for m in models], human=False)
+
+
+def report(out: Path, models=None) -> str:
+    """reports/verification.md."""
+    models = MODELS if models is None else tuple(models)
+    return ("# Verification\n\n"
+            "Each model counted five ways: the analytic spec (from the paper's table, no torch), cnncost's own "
+            "tracer (aten ops under a dispatch mode on the meta device), fvcore, ptflops (its pytorch and aten "
+            "backends) and `torch.utils.flop_counter` (which reports FLOPs = 2 x MACs; halved here). All "
+            "numbers are MACs at batch 1 and the model's own input size. A status of ok means every conv and "
+            "linear layer of the spec equals the real model's trace; every other difference is listed with "
+            "its cause (`cnncost verify MODEL` prints the same).\n\n"
+            "## Summary\n\n" + summary(models) + "\n" + "".join(model_section(m) for m in models))
