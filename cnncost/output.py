@@ -86,6 +86,13 @@ def to_rich(tables: Mapping[str, Records]) -> str:
     return console.export_text()
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     """Write text or bytes to path via a temporary file and rename: the file is whole or untouched."""
     path = Path(path)
@@ -101,6 +108,7 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
         binary = isinstance(content, bytes)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as handle:
             handle.write(content)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

@@ -4,16 +4,13 @@ Deterministic: the Agg backend, a fixed SVG hash salt, no dates or software vers
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from cnncost.bench.csvio import read_rows
 from cnncost.errors import CnnCostError
-from cnncost.output import write_atomic
+from cnncost.figures import pyplot, save_formats
 
 FORMATS = ("png", "svg")
-METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
-STYLE = {"svg.hashsalt": "cnncost", "figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
 
 def config(row) -> str:
@@ -101,24 +98,9 @@ def efficiency(df, ax) -> str:
     return "mfu" if use_mfu else "tflops"
 
 
-def save(fig, stem: Path, formats=FORMATS) -> list[Path]:
-    """Write the figure as PNG and SVG next to stem, atomically and without dates."""
-    written = []
-    for fmt in formats:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        write_atomic(path, buffer.getvalue())
-        written.append(path)
-    return written
-
-
 def plot_csv(path: str | Path, out_dir: str | Path | None = None, formats=FORMATS) -> list[Path]:
     """All three plots of a bench CSV, named after it (bench.csv -> bench-throughput-vs-batch.png, ...)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     bad = sorted(set(formats) - set(FORMATS))
     if bad:
         raise CnnCostError(f"unknown plot format {bad[0]!r}; choose png or svg")
@@ -128,11 +110,9 @@ def plot_csv(path: str | Path, out_dir: str | Path | None = None, formats=FORMAT
     if not out.is_dir():
         raise CnnCostError(f"cannot write plots: directory {out} does not exist")
     written = []
-    with plt.rc_context(STYLE):
-        for draw, size in ((throughput_vs_batch, (8, 5)), (throughput_vs_gmacs, (8, 5)),
-                           (efficiency, (8, 1.5 + 0.35 * len(best(df))))):
-            fig, ax = plt.subplots(figsize=size)
-            suffix = draw(df, ax)
-            written += save(fig, out / f"{path.stem}-{suffix}", formats)
-            plt.close(fig)
+    for draw, size in ((throughput_vs_batch, (8, 5)), (throughput_vs_gmacs, (8, 5)),
+                       (efficiency, (8, 1.5 + 0.35 * len(best(df))))):
+        fig, ax = plt.subplots(figsize=size)
+        suffix = draw(df, ax)
+        written += save_formats(fig, out / f"{path.stem}-{suffix}", formats)
     return written

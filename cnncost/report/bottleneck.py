@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cnncost.bottleneck import compare_bottleneck
 from cnncost.report.markdown import image, table
-from cnncost.report.plots import pyplot, save
+from cnncost.figures import pyplot, save
 
 WIDTHS = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 343, 384, 480)
 

@@ -7,7 +7,7 @@ from cnncost.catalog import comparison
 from cnncost.formulas import conv2d
 from cnncost.report import bottleneck
 from cnncost.report.markdown import image, table
-from cnncost.report.plots import pyplot, save
+from cnncost.figures import pyplot, save
 from cnncost.result import Result
 from cnncost.scaling import published, series
 from cnncost.specs import Builder, build

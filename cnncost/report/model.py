@@ -7,7 +7,7 @@ from cnncost import analyze
 from cnncost.bench.devices import by_key
 from cnncost.catalog import depth, stage_rows
 from cnncost.report.markdown import image, table
-from cnncost.report.plots import pyplot, save
+from cnncost.figures import pyplot, save
 from cnncost.result import Result
 
 ROOF_DEVICE, ROOF_DTYPE, ROOF_BATCH = "h100-sxm", "bf16", 256

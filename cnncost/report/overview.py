@@ -6,7 +6,7 @@ from pathlib import Path
 from cnncost import analyze
 from cnncost.catalog import depth
 from cnncost.report.markdown import image, table
-from cnncost.report.plots import pyplot, save
+from cnncost.figures import pyplot, save
 from cnncost.specs import resolve
 
 LECTURE = ("alexnet", "vgg16", "googlenet", "resnet34", "resnet50", "resnext50_32x4d", "densenet121",

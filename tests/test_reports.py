@@ -1,0 +1,94 @@
+"""The committed reports/ are up to date, complete, and their numbers are the library's (and torchvision's)."""
+import re
+from pathlib import Path
+
+import pytest
+
+from cnncost import analyze
+from cnncost.errors import CnnCostError
+from cnncost.report import generate
+from cnncost.report.verification import model_section, summary
+
+COMMITTED = Path(__file__).resolve().parent.parent / "reports"
+# Verifying every model runs fvcore and ptflops on real tensors (minutes): regenerate two of them here and
+# check that their sections stand verbatim in the committed report.
+VERIFIED = ("resnet50", "efficientnet_b0")
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    generate(out, verify_models=VERIFIED)
+    return out
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_regenerated_files_are_the_committed_files(fresh):
+    assert files(fresh) == files(COMMITTED)
+    stale = [name for name in sorted(files(fresh)) if name != "verification.md"
+             and (fresh / name).read_bytes() != (COMMITTED / name).read_bytes()]
+    assert not stale, f"run `make report` and commit reports/: {stale}"
+
+
+def test_committed_verification_holds_the_regenerated_sections():
+    committed = (COMMITTED / "verification.md").read_text()
+    for name in VERIFIED:
+        assert model_section(name) in committed, name
+    cells = lambda line: tuple(c.strip() for c in line.strip("|").split("|"))  # noqa: E731 (widths vary)
+    committed_rows = {cells(line) for line in committed.split("## Summary")[1].split("\n## ")[0].splitlines()
+                      if line.startswith("|")}
+    assert {cells(line) for line in summary(VERIFIED).splitlines()[2:]} <= committed_rows
+
+
+def test_every_linked_image_and_report_exists():
+    links = []
+    for page in COMMITTED.rglob("*.md"):
+        for target in re.findall(r"\]\(([^)]+)\)", page.read_text()):
+            links.append((page, target))
+    missing = [f"{p.name} -> {t}" for p, t in links if not (p.parent / t).resolve().is_file()]
+    assert links and not missing, missing
+
+
+def overview_integers() -> dict[str, dict[str, int]]:
+    """The overview's table of exact integers, parsed from the committed markdown."""
+    text = (COMMITTED / "overview.md").read_text().split("Exact integers:")[1]
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    header = [h.strip() for h in rows[0]]
+    return {r[0].strip(): {h: int(v.strip().replace(",", "")) for h, v in zip(header[1:], r[1:])}
+            for r in rows[2:]}
+
+
+def test_overview_numbers_are_the_library_values():
+    table = overview_integers()
+    assert len(table) == 18
+    for model, row in table.items():
+        result = analyze(model)
+        assert row == {"params": result.total("params"), "core_macs": result.core_macs,
+                       "activations": result.total("activations")}, model
+
+
+def test_overview_params_and_macs_match_torchvision_metadata():
+    from torchvision.models import get_model_weights
+    for model, row in overview_integers().items():
+        if model == "densenet264":  # not in torchvision
+            continue
+        meta = get_model_weights(model).DEFAULT.meta
+        assert row["params"] == meta["num_params"], model
+        assert round(row["core_macs"] / 1e9, 3) == meta["_ops"], model
+
+
+def test_lecture_bottleneck_in_lessons():
+    text = (COMMITTED / "lessons.md").read_text()
+    assert f"(14 x 14 x 48) x (5 x 5 x 480) = {(14 * 14 * 48) * (5 * 5 * 480):,}" in text
+    assert f"total {(14 * 14 * 16) * 480 + (14 * 14 * 48) * (5 * 5 * 16):,} MACs" in text
+
+
+def test_report_into_a_file_is_an_error(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(CnnCostError, match="not a directory"):
+        generate(target)
+    assert target.read_text() == "x"
