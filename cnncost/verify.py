@@ -239,12 +239,23 @@ def tool_causes(tool: str, v: Verification) -> list[dict]:
             rows.append({"source": TOOL_NAMES[tool], "category": c, "cause": "unexplained", "difference": rest,
                          "why": f"{tool} counts {theirs.get(c, 0):,}; cnncost's rules for {tool} predict "
                                 f"{theirs.get(c, 0) - rest:,}"})
+    if tool == "ptflops" and v.input_shape[0] > 1:
+        rows.append(ptflops_batch_cause(v.tools[tool], v.input_shape[0]))
     if v.tools[tool].convention.startswith("FLOPs"):
         total = v.tools[tool].total()
         rows.append({"source": TOOL_NAMES[tool], "category": "all", "cause": "MAC vs FLOP", "difference": None,
                      "why": f"{tool} reports FLOPs = 2 x MACs: {2 * total:,} FLOPs = 2 x {total:,} MACs "
                             "(converted to the unit of every other row)"})
     return rows
+
+
+def ptflops_batch_cause(result: Result, batch: int) -> dict:
+    """ptflops's own total at batch > 1 divides its module hooks' counts by the batch, not its patches' counts."""
+    hooked = int(result.table.loc[result.table.op.str.startswith("nn."), "macs"].sum())
+    own = int(hooked / batch + (result.total() - hooked))
+    return {"source": TOOL_NAMES["ptflops"], "category": "all", "cause": "per-image average", "difference": None,
+            "why": f"ptflops itself reports {own:,} at batch {batch}: it divides its module hooks' counts by the "
+                   "batch size (per image) but not those of its F.* / torch.* patches; shown here for the batch"}
 
 
 def spec_causes(v: Verification) -> list[dict]:

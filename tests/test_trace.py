@@ -199,3 +199,14 @@ def test_elements_and_bytes_follow_the_formulas():
     assert stem.activations == 16 * HW and stem.bytes_written == 4 * 16 * HW
     assert stem.bytes_read == 4 * (3 * 32 * 32 + 16 * 27)  # input + weights, fp32
     assert math.prod(map(int, stem.in_shape.split("x"))) == 3 * 32 * 32
+
+
+def test_count_api_leaves_the_users_module_alone():
+    from cnncost.trace import count
+    model = Custom()
+    r = count(model, size=32)
+    assert r.by_category() == custom().by_category()
+    assert next(model.parameters()).device.type == "cpu"  # counted on a meta copy
+    assert count("resnet18").total("params") == 11_689_512  # torchvision's published num_params
+    with pytest.raises(CnnCostError, match="takes a model name or a torch.nn.Module"):
+        count(42)

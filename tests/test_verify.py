@@ -105,6 +105,19 @@ def test_ptflops_adapters_reproduce_ptflops_totals(name):
         assert adapter(model, x, name).total() == macs, backend
 
 
+def test_ptflops_batch_quirk_is_reproduced():
+    """At batch 2 ptflops divides its module hooks' counts by 2 but not its functional patches': say its number."""
+    from ptflops import get_model_complexity_info
+    source = load("resnet18")
+    model, x = source.build("cpu"), source.input(2, 64, "cpu")
+    macs, _ = get_model_complexity_info(model, (3, 64, 64), input_constructor=lambda _: x, as_strings=False,
+                                        print_per_layer_stat=False)
+    v = verify("resnet18", size=64, batch=2, tools=("ptflops",))
+    quirk = next(c for c in v.causes if c["cause"] == "per-image average")
+    assert f"reports {macs:,} at batch 2" in quirk["why"]
+    assert v.tools["ptflops"].total() != macs
+
+
 def test_fvcore_adapter_reproduces_fvcore_total():
     from fvcore.nn import FlopCountAnalysis
     source = load("resnet18")
