@@ -120,6 +120,7 @@ class Verification:
     errors: dict[str, str] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     paper_note: str = ""
+    aux_params: int = 0
     layers: pd.DataFrame | None = None
     totals: list[dict] = field(default_factory=list)
     causes: list[dict] = field(default_factory=list)
@@ -238,7 +239,7 @@ def tool_causes(tool: str, v: Verification) -> list[dict]:
         if rest:
             rows.append({"source": TOOL_NAMES[tool], "category": c, "cause": "unexplained", "difference": rest,
                          "why": f"{tool} counts {theirs.get(c, 0):,}; cnncost's rules for {tool} predict "
-                                f"{theirs.get(c, 0) - rest:,}"})
+                                f"{theirs.get(c, 0) - rest:,}" + no_formula(v.trace)})
     if tool == "ptflops" and v.input_shape[0] > 1:
         rows.append(ptflops_batch_cause(v.tools[tool], v.input_shape[0]))
     if v.tools[tool].convention.startswith("FLOPs"):
@@ -256,6 +257,12 @@ def ptflops_batch_cause(result: Result, batch: int) -> dict:
     return {"source": TOOL_NAMES["ptflops"], "category": "all", "cause": "per-image average", "difference": None,
             "why": f"ptflops itself reports {own:,} at batch {batch}: it divides its module hooks' counts by the "
                    "batch size (per image) but not those of its F.* / torch.* patches; shown here for the batch"}
+
+
+def no_formula(trace: Result) -> str:
+    """A hint when our trace has ops without a formula (their cost is in no category of ours)."""
+    ops = ", ".join(f"{op} x{n}" for op, n in trace.unsupported.items())
+    return f"; cnncost has no formula for {ops}" if ops else ""
 
 
 def spec_causes(v: Verification) -> list[dict]:
@@ -281,14 +288,15 @@ def meta_causes(v: Verification) -> list[dict]:
                      "why": f"_ops = {v.meta['_ops']} GMACs is cnncost's conv + linear {core:,} MACs rounded to "
                             "3 decimals" if agree else f"_ops = {v.meta['_ops']} GMACs does not round from "
                             f"cnncost's conv + linear {core:,} MACs"})
-    unused = int(v.trace.table.loc[v.trace.table.kind == "(unused)", "params"].sum())
     if "num_params" in v.meta and v.meta["num_params"] != v.trace.total("params"):
-        aux = unused and v.trace.total("params") - unused == v.meta["num_params"]
+        gap = v.meta["num_params"] - v.trace.total("params")
+        aux = v.aux_params and abs(gap) == v.aux_params
+        side = "includes" if gap > 0 else "leaves out"
         rows.append({"source": "torchvision metadata", "category": "params",
-                     "cause": "auxiliary heads" if aux else "unexplained",
-                     "difference": v.meta["num_params"] - v.trace.total("params"),
-                     "why": f"num_params {v.meta['num_params']:,} leaves out the {unused:,} parameters of the "
-                            "auxiliary heads (run only in training)" if aux else "parameter counts differ"})
+                     "cause": "auxiliary heads" if aux else "unexplained", "difference": gap,
+                     "why": f"num_params {v.meta['num_params']:,} {side} the {v.aux_params:,} parameters of the "
+                            "auxiliary heads (--aux toggles them here; they run only in training)" if aux
+                            else "parameter counts differ"})
     return rows
 
 
@@ -320,6 +328,7 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     results, errors = run_tools(source, TOOLS if tools is None else tools, batch, size)
     v = Verification(source.name, traced.input_shape, analytic, traced, results, errors,
                      metadata(source, batch, size))
+    v.aux_params = aux_parameters(source) if v.meta else 0
     if source.paper_variant:
         v.paper_note = MODELS[source.spec].paper.get("note") or f"{source.spec} follows its paper; the real " \
             f"model is {source.implementation}"
@@ -329,6 +338,16 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     v.causes += meta_causes(v)
     v.mismatches = core_mismatches(v)
     return v
+
+
+def aux_parameters(source) -> int:
+    """Parameters of a torchvision model's auxiliary heads (GoogLeNet, Inception-v3); 0 for other models."""
+    from cnncost.trace.models import AUX_MODELS, torchvision_model
+    tv = source.implementation.removeprefix("torchvision.models.")
+    if tv not in AUX_MODELS:
+        return 0
+    with_aux, without = (torchvision_model(tv, aux).build("meta") for aux in (True, False))
+    return sum(p.numel() for p in with_aux.parameters()) - sum(p.numel() for p in without.parameters())
 
 
 def metadata(source, batch: int, size: int | None) -> dict:
