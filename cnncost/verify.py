@@ -8,6 +8,7 @@ for paper variants (alexnet_paper, googlenet_paper, resnet50_v1), where the gap 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -38,11 +39,8 @@ class Rule:
 
 
 def elements(shape_text: str) -> int:
-    """Elements of a shape written 1x64x56x56."""
-    n = 1
-    for s in shape_text.split("x") if shape_text else ["0"]:
-        n *= int(s)
-    return n
+    """Elements of a shape written 1x64x56x56 (0 for none)."""
+    return math.prod(int(s) for s in shape_text.split("x")) if shape_text else 0
 
 
 def not_counted(tool: str, what: str = "") -> dict[str, Rule]:

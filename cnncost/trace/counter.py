@@ -8,7 +8,6 @@ Ops with no formula become rows of their own and are listed in ``Result.unsuppor
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -363,7 +362,3 @@ def rollup(result: Result, depth: int = 1) -> "pd.DataFrame":  # noqa: F821
     summed.insert(1, "rows", result.table.groupby(names, sort=False).size().values)
     return summed
 
-
-def elements(shape_text: str) -> int:
-    """Elements of a shape written 1x64x56x56."""
-    return math.prod(int(s) for s in shape_text.split("x")) if shape_text else 0
