@@ -9,6 +9,7 @@ import pandas as pd
 
 from cnncost.errors import CnnCostError
 from cnncost.formulas import CORE
+from cnncost.output import in_unit
 from cnncost.result import Result, expand
 from cnncost.specs import ALIASES, MODELS, Spec, build, names, resolve
 from cnncost.units import UNITS, Unit
@@ -176,7 +177,7 @@ def totals_row(result: Result, unit: Unit, metadata: bool) -> dict:
            f"core_{unit.name}": unit.of(core), **({"core_flops": 2 * core} if unit.name == "macs" else {}),
            f"all_{unit.name}": unit.of(every), "activations": result.total("activations"),
            "depth": depth(result.table)}
-    return {**row, **(published(result.model) if metadata else {})}
+    return {**row, **(in_unit([published(result.model)], unit)[0] if metadata else {})}
 
 
 def ratios(rows: list[dict], columns: Sequence[str]) -> list[dict]:

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -69,19 +70,27 @@ def to_csv(rows: Records) -> str:
 
 
 def to_rich(tables: Mapping[str, Records]) -> str:
-    """Tables drawn by rich, numbers right-aligned with metric prefixes."""
+    """Tables drawn by rich: numbers right-aligned with metric prefixes and never cut; long text folds."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=io.StringIO(), width=max(100, int(os.environ.get("COLUMNS", 160))), record=True)
+    drawn, widest = [], 0
     for title, rows in tables.items():
         table = Table(title=title, title_justify="left")
-        shown = humanize(rows)
+        shown = [{k: "" if v is None else str(v) for k, v in r.items()} for r in humanize(rows)]
         for column in (rows[0] if rows else {}):
-            numeric = isinstance(rows[0][column], (int, float))
-            table.add_column(column, justify="right" if numeric else "left")
+            natural = max(len(column), *(len(r[column]) for r in shown))
+            if isinstance(rows[0][column], (int, float)):
+                table.add_column(column, justify="right", no_wrap=True, min_width=natural)
+            else:
+                table.add_column(column, overflow="fold", min_width=min(natural, 24))
         for row in shown:
-            table.add_row(*(str(v) for v in row.values()))
+            table.add_row(*row.values())
+        widest = max(widest, sum(c.min_width or 0 for c in table.columns) + 3 * len(table.columns) + 1)
+        drawn.append(table)
+    terminal = int(os.environ.get("COLUMNS", 0)) or shutil.get_terminal_size((160, 24)).columns
+    console = Console(file=io.StringIO(), width=max(terminal, widest), record=True)
+    for table in drawn:
         console.print(table)
     return console.export_text()
 
@@ -93,32 +102,51 @@ def current_umask() -> int:
     return mask
 
 
+def open_mode(content: str | bytes) -> dict:
+    """open() arguments for text (utf-8, newlines as given) or bytes."""
+    return {"mode": "wb"} if isinstance(content, bytes) else {"mode": "w", "encoding": "utf-8", "newline": ""}
+
+
+def write_through(path: Path, content: str | bytes) -> None:
+    """Write straight into a device or pipe (/dev/stdout, a FIFO): nothing to rename over."""
+    try:
+        with open(path, **open_mode(content)) as handle:
+            handle.write(content)
+    except OSError as e:
+        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
-    """Write text or bytes to path via a temporary file and rename: the file is whole or untouched."""
-    path = Path(path)
-    if path.is_dir():
-        raise CnnCostError(f"cannot write {path}: it is a directory")
+    """Write text or bytes to path via a temporary file and rename: the file is whole or untouched.
+
+    A symbolic link is followed (its target is replaced); a device or pipe is written through.
+    """
+    shown, path = Path(path), Path(os.path.realpath(path))
+    if shown.is_dir():
+        raise CnnCostError(f"cannot write {shown}: it is a directory")
+    if shown.exists() and not shown.is_file():
+        return write_through(shown, content)
     if not path.parent.is_dir():
-        raise CnnCostError(f"cannot write {path}: directory {path.parent} does not exist")
+        problem = "is not a directory" if path.parent.exists() else "does not exist"
+        raise CnnCostError(f"cannot write {shown}: directory {path.parent} {problem}")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+        raise CnnCostError(f"cannot write {shown}: {e.strerror}") from None
     try:
-        binary = isinstance(content, bytes)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as handle:
+        with os.fdopen(fd, **open_mode(content)) as handle:
             handle.write(content)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+        raise CnnCostError(f"cannot write {shown}: {e.strerror}") from None
 
 
 def emit(tables: Mapping[str, Records], fmt: str, output: str | None = None, data: object = None) -> None:
-    """Print the rendered tables, or write them to a file when output is given."""
+    """Print the rendered tables, or write them to a file when output is given ('-' is stdout)."""
     text = render(tables, fmt, data)
-    if output:
+    if output and output != "-":
         write_atomic(output, text)
     else:
         print(text, end="")

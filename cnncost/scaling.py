@@ -9,6 +9,8 @@ classifier grow with w only.
 """
 from __future__ import annotations
 
+import math
+
 import inspect
 from typing import Iterable, Sequence
 
@@ -60,8 +62,8 @@ def scale(base: str = "efficientnet_b0", depth: float = 1.0, width: float = 1.0,
     entry = scalable_entry(base)
     if phi is not None:
         depth, width, resolution = compound(phi)
-    if min(depth, width, resolution) <= 0:
-        raise CnnCostError(f"multipliers must be positive, got depth {depth:g}, width {width:g}, "
+    if not all(math.isfinite(m) and m > 0 for m in (depth, width, resolution)):
+        raise CnnCostError(f"multipliers must be positive finite numbers, got depth {depth:g}, width {width:g}, "
                            f"resolution {resolution:g}")
     size = round(entry.resolution * resolution)
     if size < 1:

@@ -144,3 +144,34 @@ def test_entry_point_exit_status_and_stderr():
                           text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip() == "cnncost: error: groups=7 must divide both input channels 480 and output channels 48"
+
+
+def test_output_follows_a_symlink_to_its_target(capsys, tmp_path):
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("{}")
+    link.symlink_to(target)
+    status, _, _ = cli(capsys, "bottleneck", "--format", "json", "--output", str(link))
+    assert status == 0 and link.is_symlink()
+    assert json.loads(target.read_text())["direct"]["macs"] == DIRECT
+
+
+def test_output_dash_is_stdout(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = cli(capsys, "bottleneck", "--format", "csv", "--output", "-")
+    assert status == 0 and out.startswith("path,layer") and not (tmp_path / "-").exists()
+
+
+def test_a_full_device_is_an_error_and_stays_a_device(capsys):
+    import os
+    import stat
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    status, _, err = cli(capsys, "bottleneck", "--output", "/dev/full")
+    assert status == 2 and "No space left on device" in err
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_version(capsys):
+    from cnncost import __version__
+    status, out, _ = cli(capsys, "--version")
+    assert status == 0 and out.strip() == f"cnncost {__version__}"

@@ -71,7 +71,7 @@ def check(settings: Settings) -> Settings:
     if settings.size is not None and settings.size < 16:
         raise CnnCostError(f"input size must be at least 16, got {settings.size}")
     if settings.device != "cpu" and not settings.on_cuda:
-        raise CnnCostError(f"unknown device {settings.device!r}; choose cuda or cpu")
+        raise CnnCostError(f"unknown device {settings.device!r}; choose auto, cuda, cuda:N or cpu")
     if settings.on_cuda:
         check_cuda(settings.device)
     elif settings.dtype == "tf32" or settings.cuda_graphs:
@@ -353,25 +353,40 @@ def cpu_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
-          before: Callable[[str, int], None] | None = None) -> Iterator[dict]:
-    """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
+def plan(models: Iterable[str], settings: Settings) -> list[tuple]:
+    """Check the settings and count every model: (source, counts, problem) each; bad input raises here, early."""
     from cnncost.bench.counts import model_source
     check(settings)
+    return [(source, *counted(source, settings)) for source in map(model_source, models)]
+
+
+def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
+          before: Callable[[str, int], None] | None = None, planned: list[tuple] | None = None) -> Iterator[dict]:
+    """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
+    planned = plan(models, settings) if planned is None else planned
     batches = list(batches)
-    sources = [model_source(m) for m in models]
     with cpu_threads(settings.threads):
-        for source in sources:
-            yield from model_rows(source, batches, settings, before)
+        for source, work, problem in planned:
+            yield from model_rows(source, batches, settings, before, work, problem)
 
 
-def model_rows(source, batches: list[int], settings: Settings, before) -> Iterator[dict]:
+def counted(source, settings: Settings) -> tuple[tuple | None, str]:
+    """(forward, step MACs, source) of a model, or the reason it cannot be counted; bad input raises."""
+    try:
+        return work_counts(source.name, settings.size or source.resolution, settings.mode), ""
+    except CnnCostError:
+        raise
+    except Exception as error:  # noqa: BLE001  (recorded in the model's rows)
+        return None, one_line(error)[:300]
+
+
+def model_rows(source, batches: list[int], settings: Settings, before, counts, problem: str) -> Iterator[dict]:
     """The rows of one model: built once, measured at every batch size."""
     size = settings.size or source.resolution
-    prepared, problem, counts = None, "", None
+    prepared = None
     try:
-        counts = work_counts(source.name, size, settings.mode)
-        prepared = prepare(source, settings, size)
+        if not problem:
+            prepared = prepare(source, settings, size)
     except Exception as error:  # noqa: BLE001  (a model that cannot be built: every row says why)
         problem = one_line(error)[:300]
     for batch in batches:

@@ -92,6 +92,7 @@ class TrainCost:
     source: str
     kinds: list[dict] = field(default_factory=list)
     estimates: list[dict] = field(default_factory=list)
+    unsupported: dict[str, int] = field(default_factory=dict)
 
     @property
     def images(self) -> int:
@@ -171,6 +172,8 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
     from cnncost.bench import counts
 
     check_budget(epochs, dataset_size)
+    if size is not None and size <= 0:
+        raise CnnCostError(f"input size must be positive, got {size}")
     entry = counts.analytic_entry(model)
     source = None if entry else counts.model_source(model)
     name = entry.name if entry else source.name
@@ -179,6 +182,6 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
     table = training_table(result.table)
     core = int(table.train_macs[table.category.isin(CORE)].sum())
     cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, core, int(table.train_macs.sum()),
-                     result.source, by_kind(table))
+                     result.source, by_kind(table), unsupported=dict(result.unsupported))
     cost.estimates = estimates(cost, csv_path, device_key, dtype, mfu)
     return cost

@@ -1,6 +1,7 @@
 """Command line: every command module registers on one app; errors become one line and exit status 2."""
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -45,6 +46,12 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnncost: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (a bug: one line unless CNNCOST_DEBUG asks for the traceback)
+        if os.environ.get("CNNCOST_DEBUG"):
+            raise
+        print(f"cnncost: internal error: {type(e).__name__}: {e} (set CNNCOST_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     return status if isinstance(status, int) else 0
 
 

@@ -10,7 +10,12 @@ app = typer.Typer(
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context) -> None:
+def root(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     """What a CNN costs and why: MACs, parameters, activations and bytes per layer, checked against PyTorch."""
+    if version:
+        from cnncost import __version__
+        print(f"cnncost {__version__}")
+        raise typer.Exit()
     if ctx.invoked_subcommand is None:
         print(ctx.get_help())

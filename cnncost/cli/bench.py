@@ -1,6 +1,7 @@
 """`cnncost bench`, `cnncost plot`, `cnncost train-cost`: measured speed next to counted cost."""
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -105,13 +106,14 @@ def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -
     import sys
 
     from cnncost.bench.csvio import append_rows
-    from cnncost.bench.runner import sweep
+    from cnncost.bench.runner import plan, sweep
 
     rows: list[dict] = []
+    planned = plan(names, settings)  # bad input fails here, before the progress bar or the CSV
     with progress_bar() as bar:
         task = bar.add_task("starting", total=len(names) * len(batches))
         try:
-            for row in sweep(names, batches, settings,
+            for row in sweep(names, batches, settings, planned=planned,
                              before=lambda m, b: bar.update(task, description=f"{m} batch {b}")):
                 if out:
                     append_rows(out, [row])
@@ -167,6 +169,9 @@ def train_cost(
     check_format(fmt)
     u = to_unit(unit)
     cost = estimate(model, size, epochs, dataset_size, csv, gpu, dtype, mfu)
+    if cost.unsupported:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))
+        print(f"cnncost: warning: no formula for {ops}; counted as 0 in the totals", file=sys.stderr)
     tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
               in_unit(cost.kinds, u),
               "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),

@@ -17,7 +17,7 @@ def bottleneck(
     kernel: Annotated[int, typer.Option("--kernel", help="Kernel size k of the k x k conv.")] = 5,
     reduce: Annotated[int, typer.Option("--reduce", help="Channels after the 1x1 reduction.")] = 16,
     stride: Annotated[int, typer.Option("--stride", help="Stride of the k x k conv.")] = 1,
-    padding: Annotated[Optional[int], typer.Option("--padding", help="Padding of the k x k conv [default: k // 2].")] = None,
+    padding: Annotated[Optional[int], typer.Option("--padding", help="Padding of the k x k conv; default k // 2 ('same' for odd k).")] = None,
     groups: Annotated[int, typer.Option("--groups", help="Groups of the k x k conv.")] = 1,
     batch: BatchOpt = 1,
     bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Give every conv a bias.")] = False,

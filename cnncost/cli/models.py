@@ -73,6 +73,13 @@ def prepare(fmt: str, unit: str):
     return to_unit(unit)
 
 
+def paper_in_unit(paper: dict, u) -> dict:
+    """The paper's figures with counts as integers and *macs* renamed to the unit (the paper's "FLOPs" are MACs)."""
+    from cnncost.output import in_unit
+    counts = {k: round(v) if k in ("params", "macs") else v for k, v in paper.items()}
+    return in_unit([counts], u)[0]
+
+
 @app.command("list")
 def list_models(
     pattern: Annotated[str, typer.Argument(help="Shell-style wildcard over names and aliases, e.g. 'resnet*'.")] = "*",
@@ -111,7 +118,8 @@ def show(
     shape = "x".join(map(str, result.input_shape))
     entry = resolve(model)
     data = {"model": result.model, "input_shape": list(result.input_shape), "dtype": dtype, "unit": u.name,
-            "by": by, "rows": rows, "totals": totals[0], "torchvision": entry.torchvision, "paper": entry.paper}
+            "by": by, "rows": rows, "totals": totals[0], "torchvision": entry.torchvision,
+            "paper": paper_in_unit(entry.paper, u)}
     shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else rows
     about = [{"source": entry.paper.get("source", ""), "note": entry.paper.get("note", "")}]
     emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals,

@@ -7,7 +7,7 @@ from cnncost.errors import CnnCostError
 from cnncost.output import write_atomic
 
 
-def reports(out: Path, verify_models=None) -> list[tuple[str, str, str]]:
+def reports(out: Path, verify_models=None, results: Path = Path("results")) -> list[tuple[str, str, str]]:
     """Write every report under out; return (file, title, one-line description) for the index."""
     from cnncost.report import benchmarks, lessons, model, overview, verification
     from cnncost.specs import MODELS
@@ -25,7 +25,7 @@ def reports(out: Path, verify_models=None) -> list[tuple[str, str, str]]:
     put("verification.md", "Verification", "analytic vs our tracer vs fvcore vs ptflops vs torch, every "
         "difference explained", verification.report(out, verify_models))
     put("benchmarks.md", "Benchmarks", "measured throughput from results/*.csv, each labelled with its device",
-        benchmarks.report(out))
+        benchmarks.report(out, results))
     for name in MODELS:
         put(f"models/{name}.md", name, "per-stage table, ten costliest layers, op mix, roofline",
             model.report(name, out))
@@ -40,7 +40,7 @@ def index(entries: list[tuple[str, str, str]]) -> str:
             + "\n".join(lines) + "\n")
 
 
-def generate(out: str | Path = "reports", verify_models=None) -> list[Path]:
+def generate(out: str | Path = "reports", verify_models=None, results: Path = Path("results")) -> list[Path]:
     """Regenerate every report and figure under out; return the files written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -50,6 +50,6 @@ def generate(out: str | Path = "reports", verify_models=None) -> list[Path]:
             (out / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CnnCostError(f"cannot create {out}: {e.strerror}") from None
-    entries = reports(out, verify_models)
+    entries = reports(out, verify_models, results)
     write_atomic(out / "README.md", index(entries))
     return [out / "README.md", *(out / name for name, _, _ in entries)]
