@@ -18,7 +18,7 @@ VERIFIED = ("resnet50", "efficientnet_b0")
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    generate(out, verify_models=VERIFIED)
+    generate(out, verify_models=VERIFIED, results=COMMITTED.parent / "results")
     return out
 
 
