@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cnncost.errors import CnnCostError
 from cnncost.formulas import Cost, Shape, cost, fmt_shape
@@ -25,8 +26,7 @@ def layer_cost(kind: str, in_shape: Shape, hyper: dict) -> Cost:
     return c
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One layer of a spec: its torchvision-style module name, the stage it belongs to, its cost."""
 
     name: str
