@@ -13,6 +13,14 @@ ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind
 MultOpt = Annotated[Optional[float], typer.Option(help="Multiplier applied to the base (default 1).")]
 
 
+def layer_view(table, totals: dict, by: str, fmt: str, u) -> tuple[list[dict], list[dict], list[dict]]:
+    """A per-layer (or grouped) table in a unit: rows for JSON, the totals row, and the rows to show."""
+    from cnncost.output import in_unit
+    rows = in_unit(table.to_dict("records"), u)
+    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else blank(rows, fmt)
+    return rows, in_unit([totals], u), shown
+
+
 def blank(rows: list[dict], fmt: str) -> list[dict]:
     """Unknown values (None) shown as empty cells in tables meant to be read; JSON keeps null."""
     if fmt == "json":
@@ -109,18 +117,18 @@ def show(
     """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals."""
     import cnncost
     from cnncost.catalog import depth
-    from cnncost.output import emit, in_unit
+    from cnncost.output import emit
     from cnncost.specs import resolve
     u = prepare(fmt, unit)
     result = cnncost.analyze(model, size, batch, dtype)
-    rows = in_unit(result.by(by).drop(columns="flops").to_dict("records"), u)
-    totals = in_unit([{"layers": len(result.table), "depth": depth(result.table), **result.totals()}], u)
+    rows, totals, shown = layer_view(result.by(by).drop(columns="flops"),
+                                     {"layers": len(result.table), "depth": depth(result.table), **result.totals()},
+                                     by, fmt, u)
     shape = "x".join(map(str, result.input_shape))
     entry = resolve(model)
     data = {"model": result.model, "input_shape": list(result.input_shape), "dtype": dtype, "unit": u.name,
             "by": by, "rows": rows, "totals": totals[0], "torchvision": entry.torchvision,
             "paper": paper_in_unit(entry.paper, u)}
-    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else rows
     about = [{"source": entry.paper.get("source", ""), "note": entry.paper.get("note", "")}]
     emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals,
           "About": about}, fmt, output, data=data)

@@ -42,10 +42,10 @@ def trace(
     output: OutputOpt = None,
 ) -> None:
     """Count a real PyTorch model with cnncost's own tracer: one row per module call and op kind."""
-    from cnncost.cli.models import blank, compact, prepare
+    from cnncost.cli.models import layer_view, prepare
     from cnncost.errors import CnnCostError
     from cnncost.formulas import dtype_bytes
-    from cnncost.output import emit, in_unit
+    from cnncost.output import emit
     from cnncost.trace.counter import rollup, trace as count
     from cnncost.trace.models import load, parse_kwargs
 
@@ -55,13 +55,11 @@ def trace(
         raise CnnCostError(f"--device must be meta or cpu and --depth at least 1, got {device!r} and {depth}")
     result = count(load(model, aux, parse_kwargs(arg), channels), batch, size, device, strict, dtype)
     table = rollup(result, depth) if by == "module" else result.by(by).drop(columns="flops")
-    rows = in_unit(table.to_dict("records"), u)
-    totals = in_unit([result.totals()], u)
+    rows, totals, shown = layer_view(table, result.totals(), by, fmt, u)
     shape = "x".join(map(str, result.input_shape))
     data = {"model": result.model, "source": result.source, "input_shape": list(result.input_shape),
             "dtype": dtype, "unit": u.name, "by": by, "rows": rows, "totals": totals[0],
             "unsupported": result.unsupported, "notes": result.notes}
-    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else blank(rows, fmt)
     tables = {f"{result.model} on {shape}, traced on {device}, by {by} ({u.label})": shown,
               "Totals (the sum of the rows)": totals}
     if result.unsupported:
