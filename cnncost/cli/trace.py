@@ -47,7 +47,8 @@ def trace(
     from cnncost.formulas import dtype_bytes
     from cnncost.output import emit
     from cnncost.trace.counter import rollup, trace as count
-    from cnncost.trace.models import load, parse_kwargs
+    from cnncost.trace.models import load
+    from cnncost.trace.userfile import parse_kwargs
 
     u = prepare(fmt, unit)
     dtype_bytes(dtype)
@@ -91,7 +92,7 @@ def verify(
     named. Exit status 1 if a conv or linear layer of a spec disagrees with the real model."""
     from cnncost.cli.models import prepare
     from cnncost.output import emit
-    from cnncost.trace.models import parse_kwargs
+    from cnncost.trace.userfile import parse_kwargs
     from cnncost.verify import report_data, report_tables, verify as check
 
     u = prepare(fmt, unit)

@@ -19,140 +19,9 @@ from cnncost.formulas import Cost, cost, fmt_shape
 from cnncost.result import SUMMED, Result, cost_row, frame
 from cnncost.trace.kinds import root_name, stage_of
 from cnncost.trace.models import ModelSource, one_line
+from cnncost.trace.ops import FREE, VIEWS, Layer, first_tensor, layer_of, op_name, shape
 
 SOURCE = "cnncost trace"
-# Ops that do no arithmetic: views, allocations and copies. A view of a parameter stays that parameter.
-ZERO_COST = frozenset("""view _unsafe_view reshape _reshape_alias t transpose permute expand expand_as unsqueeze
-squeeze detach alias empty empty_like new_empty empty_strided zeros zeros_like ones ones_like full full_like
-new_zeros new_ones fill zero slice select split split_with_sizes chunk unbind as_strided narrow unfold clone
-_to_copy copy contiguous lift_fresh lift_fresh_copy arange scalar_tensor dropout sym_size
-_local_scalar_dense""".split())
-
-Layer = tuple[str, tuple, dict]  # (kind, input shape, hyper-parameters) for formulas.cost
-
-
-def shape(t: Any) -> tuple[int, ...]:
-    """A tensor's shape; a Python number or 0-d tensor as (1,)."""
-    return tuple(t.shape) or (1,) if isinstance(t, torch.Tensor) else (1,)
-
-
-def ints(value: Any) -> int | tuple[int, ...]:
-    """A kernel/stride/padding argument as an int or a pair."""
-    value = [value] if isinstance(value, int) else list(value)
-    return value[0] if len(value) == 1 else tuple(value)
-
-
-def fill(args: tuple, defaults: tuple) -> tuple:
-    """Positional arguments completed with the op's defaults for those not passed."""
-    return (*args[:len(defaults)], *defaults[len(args):])
-
-
-def conv(args: tuple) -> Layer | None:
-    """aten.convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups): 2-d only."""
-    x, w, b, stride, padding, dilation, transposed, _, groups = args[:9]
-    if transposed or x.dim() != 4:
-        return None
-    return "conv2d", shape(x), dict(out_channels=w.shape[0], kernel=tuple(w.shape[2:]), stride=ints(stride),
-                                    padding=ints(padding), dilation=ints(dilation), groups=groups,
-                                    bias=b is not None)
-
-
-def batch_norm(args: tuple) -> Layer:
-    """Any batch norm variant (x, weight, bias, running_mean, running_var, ...)."""
-    return "batchnorm2d", shape(args[0]), {"affine": args[1] is not None}
-
-
-def activation(kind: str) -> Callable[[tuple], Layer]:
-    """A one-input activation."""
-    return lambda args: (kind, shape(args[0]), {})
-
-
-def hardtanh(args: tuple) -> Layer | None:
-    """hardtanh(x, 0, 6) is ReLU6; other bounds have no formula."""
-    bounds = tuple(float(v) for v in args[1:3])
-    return ("relu6", shape(args[0]), {}) if bounds == (0.0, 6.0) else None
-
-
-def max_pool(args: tuple) -> Layer:
-    """max_pool2d(x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)."""
-    x, kernel, stride, padding, dilation, ceil_mode = fill(args, (None, None, [], 0, 1, False))
-    return "maxpool2d", shape(x), dict(kernel=ints(kernel), stride=ints(stride) if stride else None,
-                                       padding=ints(padding), dilation=ints(dilation), ceil_mode=bool(ceil_mode))
-
-
-def avg_pool(args: tuple) -> Layer:
-    """avg_pool2d(x, kernel, stride=[], padding=0, ceil_mode=False, ...)."""
-    x, kernel, stride, padding, ceil_mode = fill(args, (None, None, [], 0, False))
-    return "avgpool2d", shape(x), dict(kernel=ints(kernel), stride=ints(stride) if stride else None,
-                                       padding=ints(padding), ceil_mode=bool(ceil_mode))
-
-
-def adaptive_avg_pool(args: tuple) -> Layer:
-    """adaptive_avg_pool2d(x, output_size)."""
-    return "adaptive_avgpool2d", shape(args[0]), {"output_size": ints(args[1])}
-
-
-def mean(args: tuple) -> Layer | None:
-    """mean over H and W of an NCHW tensor is a global average pool (how adaptive_avg_pool2d(1) runs)."""
-    x, dims = args[0], args[1] if len(args) > 1 else None
-    if x.dim() == 4 and dims is not None and sorted(d % 4 for d in dims) == [2, 3]:
-        return "adaptive_avgpool2d", shape(x), {"output_size": 1}
-    return None
-
-
-def binary(kind: str) -> Callable[[tuple], Layer]:
-    """An elementwise op of two operands (tensor or number), broadcast."""
-    return lambda args: (kind, shape(args[0]), {"other": shape(args[1])})
-
-
-def cat(args: tuple) -> Layer:
-    """cat(tensors, dim=0)."""
-    tensors, dim = args[0], args[1] if len(args) > 1 else 0
-    first = shape(tensors[0])
-    return "concat", first, {"others": [shape(t) for t in tensors[1:]], "dim": dim % len(first)}
-
-
-def view(args: tuple, out: torch.Tensor) -> Layer | None:
-    """A view from N x ... to N x rest is a flatten; any other view is free and not a row."""
-    x = args[0]
-    if x.dim() > 2 and out.dim() == 2 and out.shape[0] == x.shape[0]:
-        return "flatten", shape(x), {}
-    return None
-
-
-def matmul(bias: bool, first: int = 0) -> Callable[[tuple], Layer]:
-    """mm / bmm / addmm: rows x in_features x out_features multiply-adds (addmm adds a bias)."""
-    return lambda args: ("linear", shape(args[first]), {"out_features": args[first + 1].shape[-1], "bias": bias})
-
-
-def linear(args: tuple) -> Layer:
-    """aten.linear(x, weight, bias=None), seen on some backends."""
-    bias = len(args) > 2 and args[2] is not None
-    return "linear", shape(args[0]), {"out_features": args[1].shape[0], "bias": bias}
-
-
-HANDLERS: dict[str, Callable[[tuple], Layer | None]] = {
-    "convolution": conv, "_convolution": conv,
-    **dict.fromkeys(["native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-                     "batch_norm", "cudnn_batch_norm", "miopen_batch_norm"], batch_norm),
-    **{k: activation(k) for k in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh")},
-    "hardtanh": hardtanh, "max_pool2d": max_pool, "max_pool2d_with_indices": max_pool, "avg_pool2d": avg_pool,
-    "_adaptive_avg_pool2d": adaptive_avg_pool, "adaptive_avg_pool2d": adaptive_avg_pool, "mean": mean,
-    "add": binary("add"), "mul": binary("mul"), "cat": cat,
-    "addmm": matmul(True, 1), "mm": matmul(False), "bmm": matmul(False), "linear": linear,
-}
-VIEWS = {"view": view, "_unsafe_view": view, "reshape": view}
-
-
-def op_name(func) -> str:
-    """The aten op's base name, in-place suffix dropped: aten.relu_.default -> relu."""
-    name = func._overloadpacket.__name__
-    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
-
-
-def first_tensor(out: Any) -> torch.Tensor | None:
-    """The first tensor of an op's output (max_pool2d_with_indices and batch norm return tuples)."""
-    return next((t for t in tree_leaves(out) if isinstance(t, torch.Tensor)), None)
 
 
 SAME_SHAPE = frozenset("relu silu sigmoid gelu hardswish hardsigmoid tanh hardtanh".split())
@@ -205,13 +74,13 @@ class Tracer(TorchDispatchMode):
         if out is None:
             out = func(*args, **(kwargs or {}))
         name = op_name(func)
-        if name in ZERO_COST:
+        if name in FREE:
             self.alias(args, out)
             layer = VIEWS[name](args, out) if name in VIEWS else None
             if layer:
                 self.book(layer, args, out, func)
         else:
-            self.book(HANDLERS[name](args) if name in HANDLERS else None, args, out, func)
+            self.book(layer_of(func, args, kwargs, out), args, out, func)
         return out
 
     def alias(self, args: tuple, out: Any) -> None:

@@ -5,13 +5,8 @@ heads unless asked. Models are built on the meta device when possible: no memory
 """
 from __future__ import annotations
 
-import ast
 import difflib
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from cnncost.errors import CnnCostError
@@ -80,23 +75,10 @@ def check_module(model: object, name: str) -> None:
         raise CnnCostError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
 
 
-def parse_kwargs(pairs: list[str] | None) -> dict:
-    """KEY=VALUE strings as keyword arguments; values are Python literals when they parse, strings otherwise."""
-    kwargs = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise CnnCostError(f"expected KEY=VALUE for a factory argument, got {pair!r}")
-        try:
-            kwargs[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key.strip()] = value
-    return kwargs
-
-
 def load(name: str, aux: bool = False, kwargs: dict | None = None, channels: int = 3) -> ModelSource:
     """A model source for a registry name or alias, a torchvision name, or `file.py:factory` / `pkg.mod:factory`."""
     if ":" in name:
+        from cnncost.trace.userfile import user_model
         return user_model(name, kwargs or {}, channels)
     if kwargs:
         raise CnnCostError("factory arguments (--arg) only apply to FILE.py:FACTORY or package.module:FACTORY models")
@@ -185,46 +167,6 @@ def torchvision_meta(name: str) -> dict:
     except (ValueError, AttributeError, KeyError):
         return {}
     return {k: meta[k] for k in ("num_params", "_ops") if k in meta}
-
-
-def user_model(target: str, kwargs: dict, channels: int = 3) -> ModelSource:
-    """A user's factory, `path/to/file.py:factory` or `package.module:factory`, called with kwargs."""
-    where, _, attr = target.rpartition(":")
-    if not where or not attr.isidentifier():
-        raise CnnCostError(f"expected FILE.py:FACTORY or package.module:FACTORY, got {target!r}")
-    module = import_file(where) if where.endswith(".py") or "/" in where else import_package(where)
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                         and getattr(v, "__module__", None) == module.__name__)
-        raise CnnCostError(f"{where} has no factory {attr!r}" + (f"; it defines {', '.join(defined)}" if defined else ""))
-
-    return ModelSource(target, lambda: factory(**kwargs), channels=channels, implementation=target)
-
-
-def import_file(path: str):
-    """Import a Python file as a module (its directory on sys.path while it imports)."""
-    file = Path(path)
-    if not file.is_file():
-        raise CnnCostError(f"no such file: {path}")
-    spec = importlib.util.spec_from_file_location(f"cnncost_user_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(file.parent.resolve()))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001
-        raise CnnCostError(f"cannot import {path}: {one_line(e)}") from None
-    finally:
-        sys.path.remove(str(file.parent.resolve()))
-    return module
-
-
-def import_package(name: str):
-    """Import package.module by name."""
-    try:
-        return importlib.import_module(name)
-    except Exception as e:  # noqa: BLE001
-        raise CnnCostError(f"cannot import {name}: {one_line(e)}") from None
 
 
 def one_line(e: BaseException) -> str:
