@@ -19,7 +19,10 @@ from cnncost.formulas import Cost, cost, fmt_shape
 from cnncost.result import SUMMED, Result, cost_row, frame
 from cnncost.trace.kinds import root_name, stage_of
 from cnncost.trace.models import ModelSource, one_line
-from cnncost.trace.ops import FREE, VIEWS, Layer, first_tensor, layer_of, op_name, shape
+from cnncost.trace.ops import FREE, Layer, first_tensor, layer_of, load_families, op_name, shape
+from cnncost.trace.ops_math import VIEWS
+
+load_families()
 
 SOURCE = "cnncost trace"
 
