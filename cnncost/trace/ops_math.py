@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from cnncost.trace.ops import Handler, Layer, handles, ints, shape
+from cnncost.trace.ops import Handler, Layer, handles, shape
 
 
 # -- matrix products ------------------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
 """Aten handlers for convolution, normalization, pooling and resampling (registered into trace.ops.OPS)."""
 from __future__ import annotations
 
-import torch
 
-from cnncost.trace.ops import Handler, Layer, handles, ints, shape
+from cnncost.trace.ops import Layer, handles, ints, shape
 
 
 # -- convolution ---------------------------------------------------------------------------
