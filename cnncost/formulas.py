@@ -326,3 +326,11 @@ def squeeze_excitation(in_shape: Shape, squeeze_channels: int, activation: str =
     return Cost("squeeze_excitation", "other", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
                 bias_adds=sum(p.bias_adds for _, p in parts), params=sum(p.params for _, p in parts),
                 input_elements=math.prod(in_shape), parts=parts)
+
+
+# -- more activations, elementwise ops, reductions, matrix products, attention, data movement ------------
+# (forward ops added for issue 10 go above this line)
+
+
+# -- backward ops of a training step --------------------------------------------------------------------
+# (formulas for aten backward ops go above this line)

@@ -10,7 +10,7 @@ from cnncost.cli.app import app
 from cnncost.errors import CnnCostError
 from cnncost.cli import bottleneck  # noqa: F401  (registers its command)
 
-COMMAND_MODULES = ("models", "trace", "bench", "report")
+COMMAND_MODULES = ("models", "trace", "train", "bench", "report")
 
 
 def _register_optional() -> None:
