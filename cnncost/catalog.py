@@ -17,7 +17,6 @@ from cnncost.units import UNITS, Unit
 FAMILIES = ("alexnet", "vgg", "googlenet", "resnet", "resnext", "densenet", "efficientnet")
 BRANCH = re.compile(r"^(.*?)\.branch(\d+)\b")
 BLOCK = re.compile(r"^(layer\d+\.\d+|features\.denseblock\d+\.denselayer\d+|features\.\d+\.\d+)\.")
-POOLS = {"maxpool2d": "max pool", "avgpool2d": "avg pool", "adaptive_avgpool2d": "avg pool"}
 
 
 class Comparison(NamedTuple):
@@ -34,23 +33,69 @@ def spec_totals(spec: Spec) -> dict[str, int]:
             "macs": sum(c.macs for c in costs)}
 
 
+def registered(name: str):
+    """The registry entry of a name or alias, or None (then the tracer may still know the model)."""
+    try:
+        return resolve(name)
+    except CnnCostError:
+        return None
+
+
+def counted(model: str, size: int | None = None, batch: int = 1, dtype: str = "fp32") -> Result:
+    """The analytic result of a registered model; any other name `cnncost trace` accepts (a torchvision model,
+    FILE.py:FACTORY) is counted by tracing the real model on the meta device (weights=None)."""
+    entry = registered(model)
+    if entry is not None:
+        return Result.from_spec(build(entry.name, batch=batch, size=size), dtype)
+    from cnncost.formulas import dtype_bytes
+    dtype_bytes(dtype)
+    from cnncost.trace.counter import trace
+    from cnncost.trace.models import load
+    result = trace(load(model), batch=batch, size=size, dtype=dtype)
+    result.table["stage"] = result.table["stage"].replace("", "(model)")
+    result.notes.insert(0, f"{result.model} has no analytic spec: counted by tracing the real model "
+                           "(stages are its top-level modules)")
+    return result
+
+
 def family_order(name: str) -> tuple[int, int]:
     """Sort key: the lecture's order of families, then registration order."""
     family = MODELS[name].family
     return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), list(MODELS).index(name))
 
 
-def catalog(pattern: str = "*") -> list[dict]:
-    """Registered models matching a wildcard: aliases, family, default input size, params, core MACs at that size."""
+def catalog(pattern: str = "*", every: bool = False) -> list[dict]:
+    """Registered models matching a wildcard: aliases, family, default input size, params, core MACs at that size.
+    With `every` (or when no registered name matches), also the torchvision classification models `cnncost
+    trace` accepts (params from torchvision's metadata; their MACs come from `cnncost show`, which traces)."""
     hits = sorted(names(pattern), key=family_order)
-    if not hits:
-        raise CnnCostError(f"no model matches {pattern!r}; `cnncost list` shows them all")
     rows = []
     for name in hits:
         entry, totals = MODELS[name], spec_totals(build(name))
         rows.append({"model": name, "aliases": ", ".join(a for a, m in ALIASES.items() if m == name),
                      "family": entry.family, "size": entry.resolution, "params": totals["params"],
                      "core_macs": totals["core_macs"], "torchvision": entry.torchvision or ""})
+    if every or not hits:
+        rows += traceable(pattern, {r["torchvision"] for r in rows} | set(hits))
+    if not rows:
+        raise CnnCostError(f"no model matches {pattern!r}; `cnncost list --all` shows every name cnncost accepts")
+    return rows
+
+
+def traceable(pattern: str, known: set[str]) -> list[dict]:
+    """torchvision classification models matching a wildcard that no registered spec stands for."""
+    import fnmatch
+
+    import torchvision
+
+    from cnncost.trace.models import default_resolution, torchvision_meta
+    rows = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if name in known or not fnmatch.fnmatch(name, pattern.strip().lower()):
+            continue
+        params = torchvision_meta(name).get("num_params")
+        rows.append({"model": name, "aliases": "", "family": "torchvision", "size": default_resolution(name),
+                     "params": params, "core_macs": None, "torchvision": name})
     return rows
 
 
@@ -72,8 +117,8 @@ def depth(table: pd.DataFrame) -> int:
 
 def describe(row) -> str | None:
     """One layer as in a paper's table: '3x3 128 g32', '3x3 96 dw', 'SE 4', 'fc 1000', 'max pool 3x3/2'."""
-    channels = int(row.out_shape.split("x")[1 if row.kind == "conv2d" else -1])
-    if row.kind == "conv2d":
+    channels = int(row.out_shape.split("x")[1 if row.category == "conv" else -1])
+    if row.category == "conv":
         if row.name.endswith(".fc2"):
             return None
         if row.name.endswith(".fc1"):
@@ -84,10 +129,13 @@ def describe(row) -> str | None:
         return f"fc {channels}"
     if row.name.endswith(".avgpool"):
         return None  # squeeze-and-excitation's pool: part of 'SE'
-    if row.kind == "adaptive_avgpool2d":
-        return "global avg pool" if row.kernel == "->1x1" else f"avg pool {row.kernel}"
+    if row.kind.startswith("upsample"):  # (H1a) resampling of any mode: 'upsample bilinear ->64x64'
+        return f"{row.kind.replace('_', ' ')} {row.kernel}"
+    if row.kind.startswith("adaptive"):  # (H1a) adaptive avg / max pools of any rank
+        pooled = "max pool" if "max" in row.kind else "avg pool"
+        return f"global {pooled}" if set(row.kernel[2:].split("x")) == {"1"} else f"{pooled} {row.kernel}"
     step = row.stride.split("x")[0]
-    return f"{POOLS[row.kind]} {row.kernel}/{step}"
+    return f"{'max pool' if 'max' in row.kind else 'avg pool'} {row.kernel}/{step}"
 
 
 def repeated(ops: list[str]) -> str:
@@ -146,7 +194,8 @@ def stage_rows(result: Result, unit: Unit = UNITS["macs"]) -> list[dict]:
     rows = []
     for stage, group in result.table.groupby("stage", sort=False):
         core = group[group.category.isin(CORE)]
-        rows.append({"stage": stage, "output": output(group.out_shape.iloc[-1]), "structure": structure(group),
+        rows.append({"stage": stage or "(model)", "output": output(group.out_shape.iloc[-1]),
+                     "structure": structure(group),
                      "params": int(group.params.sum()), f"core_{unit.name}": unit.of(int(core.macs.sum())),
                      f"all_{unit.name}": unit.of(int(group.macs.sum()))})
     return rows
@@ -157,17 +206,28 @@ def stage_rows(result: Result, unit: Unit = UNITS["macs"]) -> list[dict]:
 
 def published(name: str) -> dict:
     """The paper's params, MACs (its "FLOPs") and top-1 where known; torchvision's top-1 (reads its metadata)."""
-    entry = resolve(name)
-    paper, count = entry.paper, lambda v: None if v is None else round(v)  # noqa: E731
+    entry = registered(name)
+    paper, count = (entry.paper if entry else {}), lambda v: None if v is None else round(v)  # noqa: E731
     out = {"published_params": count(paper.get("params")), "published_macs": count(paper.get("macs")),
            "published_top1_pct": paper.get("top1"), "published_in": paper.get("source", "").split(",")[0],
            "torchvision_top1_pct": None, "torchvision_weights": ""}
-    if entry.torchvision:
-        from torchvision.models import get_model_weights
-        weights = get_model_weights(entry.torchvision).DEFAULT
+    weights = torchvision_weights(entry.torchvision if entry else name)
+    if weights is not None:
         out.update(torchvision_top1_pct=weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
                    torchvision_weights=str(weights))
     return out
+
+
+def torchvision_weights(name: str | None):
+    """torchvision's default weights entry for a model name (metadata only, nothing downloaded), or None."""
+    if not name or ":" in name:
+        return None
+    from torchvision.models import get_model_weights
+    try:
+        weights = get_model_weights(name).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        return None
+    return weights if "ImageNet-1K" in weights.meta.get("_metrics", {}) else None
 
 
 def totals_row(result: Result, unit: Unit, metadata: bool) -> dict:
@@ -217,10 +277,11 @@ def comparison(models: Sequence[str], size: int | None = None, batch: int = 1, d
     """Totals rows (ratios to the first model) and per-stage rows of several models, exact integers or None."""
     if len(models) < 2:
         raise CnnCostError("compare needs at least two models")
-    twice = [name for name, n in Counter(resolve(m).name for m in models).items() if n > 1]
+    keys = [entry.name if (entry := registered(m)) else m.strip().lower() for m in models]
+    twice = [name for name, n in Counter(keys).items() if n > 1]
     if twice:
         raise CnnCostError(f"{twice[0]} is given twice (names and aliases count as the same model)")
-    results = [Result.from_spec(build(m, batch=batch, size=size), dtype) for m in models]
+    results = [counted(m, size, batch, dtype) for m in models]
     rows = ratios([totals_row(r, unit, metadata) for r in results], ["params", f"core_{unit.name}", "activations"])
     return rows, by_stage(results, unit)
 

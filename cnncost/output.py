@@ -6,6 +6,8 @@ import io
 import json
 import os
 import shutil
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -14,16 +16,53 @@ from cnncost.errors import CnnCostError
 from cnncost.units import Unit, human
 
 FORMATS = ("table", "json", "csv", "md")
+EXTENSIONS = {".json": "json", ".csv": "csv", ".md": "md", ".markdown": "md"}
 COUNT_WORDS = ("macs", "flops", "params", "activations", "bytes", "adds", "buffers", "weights")
 
 Records = list[dict]
 
 
 def check_format(fmt: str) -> str:
-    """The format name, or a one-line error listing the choices."""
-    if fmt not in FORMATS:
+    """The format name in lower case, or a one-line error listing the choices."""
+    if not isinstance(fmt, str) or fmt.strip().lower() not in FORMATS:
         raise CnnCostError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return fmt
+    return fmt.strip().lower()
+
+
+def format_for(fmt: str | None, output: str | None) -> str:
+    """The format asked for (any case), else the one an output file's extension names (.json, .csv, .md), else
+    the table."""
+    if fmt is not None:
+        return check_format(fmt)
+    suffix = Path(output).suffix.lower() if output and output != "-" else ""
+    return EXTENSIONS.get(suffix, "table")
+
+
+def check_output(path: str) -> str:
+    """An --output path that can be written, checked before any work: not empty, not a directory (nor ending in
+    '/'), in a folder that exists and takes new files; '-' is stdout, devices and pipes are written through."""
+    if path == "-":
+        return path
+    if not path.strip():
+        raise CnnCostError("--output needs a file name ('-' for stdout)")
+    shown = Path(path)
+    if shown.is_dir():
+        raise CnnCostError(f"cannot write {path}: it is a directory")
+    if path.endswith(("/", os.sep)):
+        raise CnnCostError(f"cannot write {path}: a file name cannot end with '/'")
+    if shown.exists() and not shown.is_file():
+        return path
+    folder = Path(os.path.realpath(path)).parent
+    if not folder.is_dir():
+        problem = "is not a directory" if folder.exists() else "does not exist"
+        raise CnnCostError(f"cannot write {path}: directory {folder} {problem}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{shown.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CnnCostError(f"cannot write {path}: {e.strerror}") from None
+    return path
 
 
 def in_unit(records: Iterable[Mapping], unit: Unit) -> Records:
@@ -45,9 +84,9 @@ def humanize(records: Records) -> Records:
              for k, v in r.items()} for r in records]
 
 
-def render(tables: Mapping[str, Records], fmt: str, data: object = None) -> str:
+def render(tables: Mapping[str, Records], fmt: str, data: object = None, ascii_only: bool = False) -> str:
     """Text of tables in a format: rich table, JSON (data, or the tables), CSV (the first table), markdown."""
-    check_format(fmt)
+    fmt = check_format(fmt)
     if fmt == "json":
         return json.dumps(tables if data is None else data, indent=2) + "\n"
     if fmt == "csv":
@@ -56,7 +95,7 @@ def render(tables: Mapping[str, Records], fmt: str, data: object = None) -> str:
         from tabulate import tabulate
         return "\n".join(f"### {title}\n\n{tabulate(humanize(rows), headers='keys', tablefmt='github')}\n"
                          for title, rows in tables.items())
-    return to_rich(tables)
+    return to_rich(tables, ascii_only=ascii_only)
 
 
 def to_csv(rows: Records) -> str:
@@ -69,28 +108,90 @@ def to_csv(rows: Records) -> str:
     return buffer.getvalue()
 
 
-def to_rich(tables: Mapping[str, Records]) -> str:
-    """Tables drawn by rich: numbers right-aligned with metric prefixes and never cut; long text folds."""
+def terminal_width() -> int:
+    """The width tables are drawn for: COLUMNS when set (a positive integer, else a one-line error), the
+    terminal's, or 160 when not on a terminal."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns:
+        if not columns.isdigit() or int(columns) < 1:
+            raise CnnCostError(f"COLUMNS must be a positive whole number of characters, got {columns!r}")
+        return int(columns)
+    return shutil.get_terminal_size((160, 24)).columns
+
+
+def can_encode(text: str, stream=None) -> bool:
+    """Whether a stream (default stdout) can write text without an encoding error."""
+    stream = stream or sys.stdout
+    if getattr(stream, "errors", "strict") not in ("strict", None):
+        return True
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def least_widths(rows: Records, shown: Records) -> dict[str, int]:
+    """The narrowest each column may be: numbers never cut (header or widest cell), text folding at 24."""
+    widths = {}
+    for column in (rows[0] if rows else {}):
+        natural = max(len(column), *(len(r[column]) for r in shown))
+        widths[column] = natural if is_number(rows[0][column]) else min(natural, 24)
+    return widths
+
+
+def is_number(value) -> bool:
+    """An int or float (a numeric column, right-aligned and never cut)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def essential(column: str, first: str) -> bool:
+    """Columns a narrow table keeps: the first (the name) and the counts that are the point (MACs, params)."""
+    return column == first or column == "kind" or any(w in column for w in ("macs", "flops", "params", "value"))
+
+
+def fitting(widths: dict[str, int], width: int) -> list[str]:
+    """The columns to show in `width` characters: the optional ones left out from the right until they fit."""
+    columns = list(widths)
+    optional = [c for c in reversed(columns) if not essential(c, columns[0])]
+    for column in optional:
+        if table_width([widths[c] for c in columns]) <= width:
+            break
+        columns.remove(column)
+    return columns
+
+
+def table_width(column_widths: list[int]) -> int:
+    """Characters a rich table takes: its columns, one space either side of each, and the borders."""
+    return sum(column_widths) + 3 * len(column_widths) + 1
+
+
+def to_rich(tables: Mapping[str, Records], width: int | None = None, ascii_only: bool = False) -> str:
+    """Tables drawn by rich: numbers right-aligned with metric prefixes and never cut; long text folds. In a
+    narrow terminal the less important columns are left out (named under the table)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    drawn, widest = [], 0
+    width = terminal_width() if width is None else width
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     for title, rows in tables.items():
-        table = Table(title=title, title_justify="left")
         shown = [{k: "" if v is None else str(v) for k, v in r.items()} for r in humanize(rows)]
-        for column in (rows[0] if rows else {}):
-            natural = max(len(column), *(len(r[column]) for r in shown))
-            if isinstance(rows[0][column], (int, float)):
-                table.add_column(column, justify="right", no_wrap=True, min_width=natural)
+        widths = least_widths(rows, shown)
+        columns = fitting(widths, width)
+        left_out = [c for c in widths if c not in columns]
+        caption = (f"{len(left_out)} column(s) left out to fit {width} characters: {', '.join(left_out)} "
+                   f"(widen the terminal, or use -f md, csv or json)") if left_out else None
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                      box=box.ASCII2 if ascii_only else box.HEAVY_HEAD)
+        for column in columns:
+            if is_number(rows[0][column]):
+                table.add_column(column, justify="right", no_wrap=True, min_width=widths[column])
             else:
-                table.add_column(column, overflow="fold", min_width=min(natural, 24))
+                table.add_column(column, overflow="fold", min_width=widths[column])
         for row in shown:
-            table.add_row(*row.values())
-        widest = max(widest, sum(c.min_width or 0 for c in table.columns) + 3 * len(table.columns) + 1)
-        drawn.append(table)
-    terminal = int(os.environ.get("COLUMNS", 0)) or shutil.get_terminal_size((160, 24)).columns
-    console = Console(file=io.StringIO(), width=max(terminal, widest), record=True)
-    for table in drawn:
+            table.add_row(*(row[c] for c in columns))
+        console.width = max(width, table_width([c.min_width or 0 for c in table.columns]))
         console.print(table)
     return console.export_text()
 
@@ -108,7 +209,7 @@ def open_mode(content: str | bytes) -> dict:
 
 
 def write_through(path: Path, content: str | bytes) -> None:
-    """Write straight into a device or pipe (/dev/stdout, a FIFO): nothing to rename over."""
+    """Write straight into a device or pipe (/dev/stdout, a FIFO), or in place into a file with other hard links."""
     try:
         with open(path, **open_mode(content)) as handle:
             handle.write(content)
@@ -119,8 +220,11 @@ def write_through(path: Path, content: str | bytes) -> None:
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     """Write text or bytes to path via a temporary file and rename: the file is whole or untouched.
 
-    A symbolic link is followed (its target is replaced); a device or pipe is written through.
+    A symbolic link is followed (its target is replaced); a device or pipe is written through; an existing
+    file keeps its mode, and one with other hard links is rewritten in place so that they all see the new text.
     """
+    if str(path).endswith(("/", os.sep)):
+        raise CnnCostError(f"cannot write {path}: a file name cannot end with '/'")
     shown, path = Path(path), Path(os.path.realpath(path))
     if shown.is_dir():
         raise CnnCostError(f"cannot write {shown}: it is a directory")
@@ -129,6 +233,9 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     if not path.parent.is_dir():
         problem = "is not a directory" if path.parent.exists() else "does not exist"
         raise CnnCostError(f"cannot write {shown}: directory {path.parent} {problem}")
+    existing = path.stat() if path.is_file() else None
+    if existing and existing.st_nlink > 1:
+        return write_through(shown, content)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -136,7 +243,7 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     try:
         with os.fdopen(fd, **open_mode(content)) as handle:
             handle.write(content)
-        os.chmod(tmp, 0o666 & ~current_umask())
+        os.chmod(tmp, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -144,9 +251,20 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
 
 
 def emit(tables: Mapping[str, Records], fmt: str, output: str | None = None, data: object = None) -> None:
-    """Print the rendered tables, or write them to a file when output is given ('-' is stdout)."""
-    text = render(tables, fmt, data)
+    """Print the rendered tables, or write them to a file when output is given ('-' is stdout). A console that
+    cannot show box-drawing characters gets ASCII tables; one that cannot show the text is a one-line error."""
     if output and output != "-":
-        write_atomic(output, text)
-    else:
-        print(text, end="")
+        write_atomic(check_output(output), render(tables, fmt, data))
+        return
+    text = render(tables, fmt, data, ascii_only=not can_encode("\u2501\u2503"))
+    to_stdout(text)
+
+
+def to_stdout(text: str) -> None:
+    """Print text on stdout, or a one-line error naming the console's encoding when it cannot show it."""
+    if not can_encode(text):
+        bad = next(ch for ch in text if not can_encode(ch))
+        encoding = getattr(sys.stdout, "encoding", "?")
+        raise CnnCostError(f"the console's encoding ({encoding}) cannot show {bad!r} in the output; set "
+                           f"PYTHONIOENCODING=utf-8 or write a file with -o FILE")
+    print(text, end="")

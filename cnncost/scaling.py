@@ -19,6 +19,9 @@ from cnncost.errors import CnnCostError
 from cnncost.specs import MODELS, Builder, ModelEntry, resolve
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
+# Bounds checked before anything is built: a spec of depth x1e308 would need all memory.
+MULTIPLIERS = (0.01, 100.0)  # each of depth, width, resolution
+MAX_SIZE = 8192  # input pixels per side
 KNOBS = ("width_mult", "depth_mult")
 NOTES = [
     "predicted = the base's conv + linear count x d x w^2 x r^2 (alpha=1.2, beta=1.1, gamma=1.15: ~2x per phi)",
@@ -60,22 +63,50 @@ def scale(base: str = "efficientnet_b0", depth: float = 1.0, width: float = 1.0,
           phi: float | None = None, label: str = "") -> dict:
     """One scaled model: multipliers, predicted core MACs = base x d x w^2 x r^2, and the exact count."""
     entry = scalable_entry(base)
+    size = check_multipliers(entry, depth, width, resolution, phi)
     if phi is not None:
         depth, width, resolution = compound(phi)
-    if not all(math.isfinite(m) and m > 0 for m in (depth, width, resolution)):
-        raise CnnCostError(f"multipliers must be positive finite numbers, got depth {depth:g}, width {width:g}, "
-                           f"resolution {resolution:g}")
-    size = round(entry.resolution * resolution)
-    if size < 1:
-        raise CnnCostError(f"resolution x{resolution:g} of {entry.resolution} leaves no pixels")
     start, scaled = exact(entry), exact(entry, depth, width, size)
     growth = depth * width**2 * resolution**2
     predicted, predicted_params = round(start["core_macs"] * growth), round(start["params"] * depth * width**2)
     return {"model": label or (f"phi={phi:g}" if phi is not None else "custom"), "depth_mult": round(depth, 4), "width_mult": round(width, 4), "resolution_mult": round(resolution, 4),
             "size": size, "d_w2_r2": round(growth, 4), "predicted_core_macs": predicted,
-            "core_macs": scaled["core_macs"], "core_macs_vs_predicted": round(scaled["core_macs"] / predicted, 3),
+            "core_macs": scaled["core_macs"], "core_macs_vs_predicted": share(scaled["core_macs"], predicted),
             "predicted_params": predicted_params, "params": scaled["params"],
-            "params_vs_predicted": round(scaled["params"] / predicted_params, 3)}
+            "params_vs_predicted": share(scaled["params"], predicted_params)}
+
+
+def share(value: int, predicted: int) -> float | None:
+    """value / predicted to 3 decimals (None when nothing was predicted)."""
+    return round(value / predicted, 3) if predicted else None
+
+
+def check_multipliers(entry: ModelEntry, depth: float, width: float, resolution: float,
+                      phi: float | None = None) -> int:
+    """The scaled input size, or a one-line error when phi or a multiplier is not finite or out of bounds."""
+    low, high = MULTIPLIERS
+    if phi is not None:
+        if not math.isfinite(phi):
+            raise CnnCostError(f"multipliers must be positive finite numbers, got phi {phi:g}")
+        bases = (ALPHA, BETA, GAMMA)
+        lowest = max(math.log(low) / math.log(b) for b in bases)
+        highest = min(math.log(high) / math.log(b) for b in bases)
+        if not lowest <= phi <= highest:
+            raise CnnCostError(f"phi must be between {math.ceil(lowest)} and {math.floor(highest)} (depth, width "
+                               f"and resolution multipliers within {low:g}..{high:g}), got {phi:g}")
+        depth, width, resolution = compound(phi)
+    for name, value in (("depth", depth), ("width", width), ("resolution", resolution)):
+        if not (math.isfinite(value) and value > 0):
+            raise CnnCostError(f"multipliers must be positive finite numbers, got depth {depth:g}, width "
+                               f"{width:g}, resolution {resolution:g}")
+        if name != "resolution" and not low <= value <= high:  # resolution: the input size is bounded below
+            raise CnnCostError(f"the {name} multiplier must be between {low:g} and {high:g}, got {value:g}")
+    size = round(entry.resolution * resolution)
+    if size < 1:
+        raise CnnCostError(f"resolution x{resolution:g} of {entry.resolution} leaves no pixels")
+    if size > MAX_SIZE:
+        raise CnnCostError(f"resolution x{resolution:g} of {entry.resolution} gives {size} px; at most {MAX_SIZE}")
+    return size
 
 
 def series(base: str = "efficientnet_b0", phis: Iterable[float] = range(8)) -> list[dict]:

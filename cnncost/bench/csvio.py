@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 
 from cnncost.errors import CnnCostError
 from cnncost.output import write_atomic
+from cnncost.trace.models import one_line
 
 # The schema: every row has exactly these keys, in this order. Units are in the names.
 SCHEMA = (
@@ -23,20 +24,29 @@ SCHEMA = (
 
 
 def header(path: Path) -> list[str] | None:
-    """The header of an existing CSV, or None when the file is absent or empty."""
-    if not path.exists() or path.stat().st_size == 0:
+    """The header of an existing CSV, or None when the file is absent or empty; a one-line error when it is not
+    UTF-8 CSV text (binary, another encoding) or cannot be read."""
+    if not path.is_file() or path.stat().st_size == 0:
         return None
-    with path.open(newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), None)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), None)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CnnCostError(f"{path} is not a UTF-8 CSV file ({one_line(e)})") from None
+    except OSError as e:
+        raise CnnCostError(f"cannot read {path}: {e.strerror}") from None
 
 
 def check_target(path: str | Path) -> Path:
-    """A CSV path rows can be appended to: absent, empty, or with our header; else a one-line error."""
+    """A CSV path rows can be appended to (absent, empty, or with our header, in a folder that takes new files),
+    checked before any work; else a one-line error."""
+    from cnncost.output import check_output
+    if str(path) in ("", "-"):
+        raise CnnCostError("--out needs a CSV file name")
+    check_output(str(path))
     path = Path(path)
-    if path.is_dir():
-        raise CnnCostError(f"cannot write {path}: it is a directory")
-    if not path.parent.is_dir():
-        raise CnnCostError(f"cannot write {path}: directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise CnnCostError(f"cannot append rows to {path}: it is not a regular file")
     found = header(path)
     if found is not None and tuple(found) != SCHEMA:
         raise CnnCostError(f"{path} has a different header than cnncost bench rows; choose another --out file")
@@ -93,4 +103,8 @@ def read_rows(path: str | Path):
     missing = sorted(set(SCHEMA) - set(found or ()))
     if missing:
         raise CnnCostError(f"{path} is not a cnncost bench CSV (missing columns: {', '.join(missing[:5])})")
-    return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in SCHEMA if c != "error"})
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in SCHEMA if c != "error"},
+                           encoding="utf-8")
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
+        raise CnnCostError(f"{path} is not a readable bench CSV ({one_line(e)})") from None

@@ -64,6 +64,8 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError(f"--threads must be at least 1, got {settings.threads}")
     if settings.compile_mode not in COMPILE_MODES:
         raise CnnCostError(f"unknown compile mode {settings.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    if settings.compile_mode != "default" and not settings.compile:
+        raise CnnCostError(f"--compile-mode {settings.compile_mode} applies only with --compile")
     if settings.compile and settings.warmup < 2:
         raise CnnCostError("--compile needs --warmup 2 or more, so that compiling is not timed")
     if settings.compile and settings.cuda_graphs and settings.compile_mode in GRAPHED_MODES:

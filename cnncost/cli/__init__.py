@@ -28,9 +28,33 @@ _register_optional()
 
 
 def fail(message: str) -> int:
-    """Print one error line on stderr and give exit status 2."""
-    print(f"cnncost: error: {message}", file=sys.stderr)
+    """Print one error line on stderr (whatever its encoding can show) and give exit status 2."""
+    line = f"cnncost: error: {' '.join(str(message).split())}"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        line = line.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    print(line, file=sys.stderr)
     return 2
+
+
+def exited(e: SystemExit) -> int:
+    """SystemExit inside the app: sys.exit() in a user's model while it ran is one error line naming its file;
+    any other (the CLI library's own, on a broken pipe) keeps its status."""
+    userfile = sys.modules.get("cnncost.trace.userfile")
+    running = userfile.unwind() if userfile else ""
+    if running:
+        return fail(f"{running} called sys.exit({e.code!r}) while it ran")
+    return e.code if isinstance(e.code, int) else 1
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit after a broken pipe does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -38,7 +62,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         status = app(args=argv, prog_name="cnncost", standalone_mode=False)
     except typer.TyperException as e:
-        return fail(e.format_message().replace("\n", " "))
+        return fail(e.format_message())
     except CnnCostError as e:
         return fail(str(e))
     except typer.Abort:
@@ -46,6 +70,16 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnncost: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        return exited(e)
+    except BrokenPipeError:
+        quiet_stdout()  # the reader went away (cnncost ... | head): stop quietly
+        return 141
+    except OverflowError:
+        return fail("a count is too large for a 64-bit integer; use a smaller --batch or --size")
+    except UnicodeEncodeError as e:
+        return fail(f"the console's encoding ({e.encoding}) cannot show {e.object[e.start:e.end]!r}; set "
+                    f"PYTHONIOENCODING=utf-8 or write a file with -o FILE")
     except Exception as e:  # noqa: BLE001  (a bug: one line unless CNNCOST_DEBUG asks for the traceback)
         if os.environ.get("CNNCOST_DEBUG"):
             raise

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import FormatOpt, OutputOpt, SizeOpt, UnitOpt
+from cnncost.cli.options import FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower
 
 SHOWN = ("model", "mode", "batch", "size", "dtype", "img_per_s", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
          "macs_per_image", "tflops_achieved", "mfu", "error")
@@ -16,15 +16,12 @@ DEFAULTS = {"cuda": {"batch": "1,8,32,128,256", "warmup": 10, "iters": 50, "repe
 
 
 def parse_batches(text: str) -> list[int]:
-    """'1,8,32' -> [1, 8, 32]; anything but positive integers is a one-line error."""
+    """'1,8,32' -> [1, 8, 32]; anything but positive integers (an empty item too) is a one-line error."""
     from cnncost.errors import CnnCostError
-    try:
-        batches = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise CnnCostError(f"--batch wants positive integers separated by commas, got {text!r}") from None
-    if not batches or min(batches) < 1:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
         raise CnnCostError(f"--batch wants positive integers separated by commas, got {text!r}")
-    return batches
+    return [int(part) for part in parts]
 
 
 def pick_device(device: str) -> str:
@@ -33,15 +30,6 @@ def pick_device(device: str) -> str:
         return device
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def progress_bar():
-    """A rich progress bar on stderr (stdout stays clean for JSON/CSV)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
 
 
 def summary(row: dict) -> str:
@@ -55,16 +43,18 @@ def summary(row: dict) -> str:
 def bench(
     models: Annotated[list[str], typer.Argument(help="Models: cnncost names or aliases, torchvision names, or "
                                                 "FILE.py:FACTORY.")],
-    device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, cpu, or auto (cuda when present).")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, cpu, or auto (cuda when present).",
+                                        callback=lower)] = "auto",
     batch: Annotated[Optional[str], typer.Option("--batch", "-b", help="Batch sizes, comma-separated "
                                                  "(default 1,8,32,128,256 on cuda, 1,8 on cpu).")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32 (cuda), fp16 or bf16.")] = "fp32",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32 (cuda), fp16 or bf16.", callback=lower)] = "fp32",
     channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory layout.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     compile_mode: Annotated[str, typer.Option("--compile-mode", help="default, reduce-overhead, max-autotune or "
-                                              "max-autotune-no-cudagraphs.")] = "default",
+                                              "max-autotune-no-cudagraphs.", callback=lower)] = "default",
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture the step in a CUDA graph.")] = False,
-    mode: Annotated[str, typer.Option("--mode", help="infer (eval, inference_mode) or train (SGD step).")] = "infer",
+    mode: Annotated[str, typer.Option("--mode", help="infer (eval, inference_mode) or train (SGD step).",
+                                      callback=lower)] = "infer",
     warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed steps first (default 10 cuda, 2 cpu).")] = None,
     iters: Annotated[Optional[int], typer.Option("--iters", help="Timed steps per block (default 50 cuda, 5 cpu).")] = None,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks (default 5 cuda, 3 cpu).")] = None,
@@ -74,6 +64,8 @@ def bench(
     out: Annotated[Optional[str], typer.Option("--out", help="Append every finished row to this CSV.")] = None,
     unit: UnitOpt = "macs",
     fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure images/s, latency, peak memory, achieved TFLOP/s and MFU over batch sizes."""
     from cnncost.bench.counts import model_source
@@ -91,34 +83,32 @@ def bench(
     settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs, plain["warmup"],
                               plain["iters"], plain["repeats"], size, compile_mode, threads))
     batches = parse_batches(plain["batch"])
-    names = [model_source(m).name for m in models]
-    if out:
+    if out is not None:
         check_target(out)
+    names = [model_source(m).name for m in models]
     u = to_unit(unit)
     rows = in_unit(run_sweep(names, batches, settings, out), u)
     columns = [k.replace("macs", u.name) for k in SHOWN]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
-    emit({title: rows if fmt == "csv" else [{k: r[k] for k in columns} for r in rows]}, fmt, data=rows)
+    emit({title: rows if fmt == "csv" else [{k: r[k] for k in columns} for r in rows]}, fmt, output, data=rows)
 
 
 def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
     """Run the sweep under a progress bar, appending each finished row to the CSV; Ctrl-C keeps them."""
-    import sys
-
+    from cnncost import progress
     from cnncost.bench.csvio import append_rows
     from cnncost.bench.runner import plan, sweep
 
     rows: list[dict] = []
     planned = plan(names, settings)  # bad input fails here, before the progress bar or the CSV
-    with progress_bar() as bar:
-        task = bar.add_task("starting", total=len(names) * len(batches))
+    with progress.bar("bench", len(names) * len(batches)) as bar:
         try:
             for row in sweep(names, batches, settings, planned=planned,
-                             before=lambda m, b: bar.update(task, description=f"{m} batch {b}")):
+                             before=lambda m, b: bar.working(f"{m} batch {b}")):
                 if out:
                     append_rows(out, [row])
                 rows.append(row)
-                bar.update(task, advance=1, description=summary(row))
+                bar.done(summary(row))
         except KeyboardInterrupt:
             where = f" in {out}" if out else ""
             print(f"cnncost: interrupted; {len(rows)} finished row(s) kept{where}", file=sys.stderr)
@@ -130,12 +120,16 @@ def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -
 def plot(
     csv: Annotated[str, typer.Argument(help="A CSV written by `cnncost bench --out`.")],
     out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Where to write (default: the CSV's folder).")] = None,
-    formats: Annotated[str, typer.Option("--formats", help="png,svg or one of them.")] = "png,svg",
+    formats: Annotated[str, typer.Option("--formats", help="png,svg or one of them (any case).")] = "png,svg",
 ) -> None:
     """Plots from a bench CSV alone: throughput vs batch, throughput vs GMACs, MFU per model."""
     from cnncost.bench.plots import plot_csv
+    from cnncost.errors import CnnCostError
 
-    for path in plot_csv(csv, out_dir, tuple(f.strip() for f in formats.split(",") if f.strip())):
+    chosen = tuple(f.strip().lower() for f in formats.split(","))
+    if not all(chosen):
+        raise CnnCostError(f"--formats wants png, svg or png,svg, got {formats!r}")
+    for path in plot_csv(csv, out_dir, tuple(dict.fromkeys(chosen))):
         print(path)
 
 
@@ -155,7 +149,8 @@ def train_cost(
     csv: Annotated[Optional[str], typer.Option("--csv", help="Bench CSV with measured training rows.")] = None,
     gpu: Annotated[str, typer.Option("--gpu", help="Device of the stated-MFU estimate: h100-sxm, a100-80gb-sxm, "
                                      "l4, rtx4090, ... (see `cnncost devices`).")] = "h100-sxm",
-    dtype: Annotated[str, typer.Option("--dtype", help="Training precision: bf16, fp16, tf32 or fp32.")] = "bf16",
+    dtype: Annotated[str, typer.Option("--dtype", help="Training precision: bf16, fp16, tf32 or fp32.",
+                                       callback=lower)] = "bf16",
     mfu: Annotated[float, typer.Option("--mfu", help="Assumed model FLOP utilisation, 0..1.")] = 0.3,
     unit: UnitOpt = "macs",
     fmt: FormatOpt = "table",
@@ -175,7 +170,7 @@ def train_cost(
     tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
               in_unit(cost.kinds, u),
               "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),
-              "GPU-hours (one device)": cost.estimates}
+              "Hours on one device (GPU-hours; a CPU measurement gives CPU-hours)": cost.estimates}
     if not cost.kinds:
         tables.pop(next(iter(tables)))
     data = {"summary": in_unit([cost.summary()], u)[0], "kinds": in_unit(cost.kinds, u), "estimates": cost.estimates}

@@ -91,6 +91,8 @@ def paper_in_unit(paper: dict, u) -> dict:
 @app.command("list")
 def list_models(
     pattern: Annotated[str, typer.Argument(help="Shell-style wildcard over names and aliases, e.g. 'resnet*'.")] = "*",
+    every: Annotated[bool, typer.Option("--all", help="Also every torchvision classification model that `cnncost "
+                                        "trace`, `show` and `compare` accept (counted by tracing).")] = False,
     unit: UnitOpt = "macs",
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
@@ -99,8 +101,16 @@ def list_models(
     from cnncost.catalog import catalog
     from cnncost.output import emit, in_unit
     u = prepare(fmt, unit)
-    rows = in_unit(catalog(pattern), u)
-    emit({f"Models (core {u.label} = conv + linear, at each model's own input size)": rows}, fmt, output, data=rows)
+    rows = in_unit(catalog(pattern, every), u)
+    shown = blank(rows, fmt)
+    emit({f"Models (core {u.label} = conv + linear, at each model's own input size)": shown}, fmt, output, data=rows)
+
+
+def notice(lines: list[str]) -> None:
+    """Notes for the reader on stderr (stdout stays machine-readable)."""
+    import sys
+    for line in lines:
+        print(f"cnncost: note: {line}", file=sys.stderr)
 
 
 @app.command()
@@ -114,24 +124,45 @@ def show(
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
 ) -> None:
-    """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals."""
-    import cnncost
-    from cnncost.catalog import depth
+    """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals.
+    A model with no analytic spec (any torchvision model, FILE.py:FACTORY) is counted by tracing it."""
+    from cnncost.catalog import counted, depth, registered
     from cnncost.output import emit
-    from cnncost.specs import resolve
     u = prepare(fmt, unit)
-    result = cnncost.analyze(model, size, batch, dtype)
+    by = check_level(by)
+    result = counted(model, size, batch, dtype)
     rows, totals, shown = layer_view(result.by(by).drop(columns="flops"),
                                      {"layers": len(result.table), "depth": depth(result.table), **result.totals()},
                                      by, fmt, u)
     shape = "x".join(map(str, result.input_shape))
-    entry = resolve(model)
-    data = {"model": result.model, "input_shape": list(result.input_shape), "dtype": dtype, "unit": u.name,
-            "by": by, "rows": rows, "totals": totals[0], "torchvision": entry.torchvision,
-            "paper": paper_in_unit(entry.paper, u)}
-    about = [{"source": entry.paper.get("source", ""), "note": entry.paper.get("note", "")}]
-    emit({f"{result.model} on {shape}, {dtype}, by {by} ({u.label})": shown, "Totals (the sum of the rows)": totals,
-          "About": about}, fmt, output, data=data)
+    entry = registered(model)
+    paper = entry.paper if entry else {}
+    data = {"model": result.model, "source": result.source, "input_shape": list(result.input_shape),
+            "dtype": dtype, "unit": u.name, "by": by, "rows": rows, "totals": totals[0],
+            "torchvision": entry.torchvision if entry else torchvision_name(result.model),
+            "paper": paper_in_unit(paper, u)}
+    how = "" if entry else ", traced (no analytic spec)"
+    tables = {f"{result.model} on {shape}{how}, {dtype}, by {by} ({u.label})": shown,
+              "Totals (the sum of the rows)": totals}
+    if paper:
+        tables["About"] = [{"source": paper.get("source", ""), "note": paper.get("note", "")}]
+    notice(result.notes)
+    emit(tables, fmt, output, data=data)
+
+
+def check_level(by: str) -> str:
+    """--by in any case: layer, stage, kind or category."""
+    from cnncost.errors import CnnCostError
+    from cnncost.result import LEVELS
+    level = by.strip().lower()
+    if level not in LEVELS:
+        raise CnnCostError(f"unknown level {by!r} for --by; choose one of {', '.join(LEVELS)}")
+    return level
+
+
+def torchvision_name(model: str) -> str | None:
+    """The torchvision name of a traced model (None for a user's file)."""
+    return None if ":" in model else model
 
 
 @app.command()

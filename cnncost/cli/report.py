@@ -6,16 +6,24 @@ from typing import Annotated
 import typer
 
 from cnncost.cli.app import app
+from cnncost.cli.options import QuietOpt
 
 
 @app.command()
 def report(out: Annotated[str, typer.Option("--out", help="Folder for the reports and figures.")] = "reports",
            results: Annotated[str, typer.Option("--results", help="Folder of bench CSVs to report.")] = "results",
+           quiet: QuietOpt = False,
            ) -> None:
-    """Regenerate every markdown report and plot (deterministic: twice gives identical files)."""
+    """Regenerate every markdown report and plot (deterministic: twice gives identical files); a progress bar
+    on stderr names the report being written (only on a terminal; --quiet turns it off)."""
     from pathlib import Path
 
+    from cnncost.errors import CnnCostError
     from cnncost.report import generate
 
+    if not out.strip() or not results.strip():
+        raise CnnCostError("--out and --results need a folder name")
+    if results != "results" and not Path(results).is_dir():
+        raise CnnCostError(f"--results {results}: no such folder")
     files = generate(out, results=Path(results))
     print(f"wrote {len(files)} reports under {out}/ (index: {out}/README.md)")

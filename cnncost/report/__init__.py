@@ -9,26 +9,30 @@ from cnncost.output import write_atomic
 
 def reports(out: Path, verify_models=None, results: Path = Path("results")) -> list[tuple[str, str, str]]:
     """Write every report under out; return (file, title, one-line description) for the index."""
+    from cnncost import progress
     from cnncost.report import benchmarks, lessons, model, overview, verification
     from cnncost.specs import MODELS
 
     written = []
+    with progress.bar("report", total=4 + len(MODELS)) as bar:
 
-    def put(name: str, title: str, about: str, text: str) -> None:
-        write_atomic(out / name, text)
-        written.append((name, title, about))
+        def put(name: str, title: str, about: str, make) -> None:
+            bar.working(name)
+            write_atomic(out / name, make())
+            written.append((name, title, about))
+            bar.done()
 
-    put("overview.md", "Overview", "the lecture's families side by side: params, GMACs, activations, depth, "
-        "accuracy; accuracy against GMACs", overview.report(out))
-    put("lessons.md", "Lessons", "the 1x1 bottleneck, ResNet vs ResNeXt cardinality, DenseNet's concatenation, "
-        "EfficientNet's compound scaling", lessons.report(out))
-    put("verification.md", "Verification", "analytic vs our tracer vs fvcore vs ptflops vs torch, every "
-        "difference explained", verification.report(out, verify_models))
-    put("benchmarks.md", "Benchmarks", "measured throughput from results/*.csv, each labelled with its device",
-        benchmarks.report(out, results))
-    for name in MODELS:
-        put(f"models/{name}.md", name, "per-stage table, ten costliest layers, op mix, roofline",
-            model.report(name, out))
+        put("overview.md", "Overview", "the lecture's families side by side: params, GMACs, activations, depth, "
+            "accuracy; accuracy against GMACs", lambda: overview.report(out))
+        put("lessons.md", "Lessons", "the 1x1 bottleneck, ResNet vs ResNeXt cardinality, DenseNet's "
+            "concatenation, EfficientNet's compound scaling", lambda: lessons.report(out))
+        put("verification.md", "Verification", "analytic vs our tracer vs fvcore vs ptflops vs torch, every "
+            "difference explained", lambda: verification.report(out, verify_models))
+        put("benchmarks.md", "Benchmarks", "measured throughput from results/*.csv, each labelled with its device",
+            lambda: benchmarks.report(out, results))
+        for name in MODELS:
+            put(f"models/{name}.md", name, "per-stage table, ten costliest layers, op mix, roofline",
+                lambda name=name: model.report(name, out))
     return written
 
 
