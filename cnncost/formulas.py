@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial, update_wrapper
 from typing import Callable, Sequence
 
 from cnncost.errors import CnnCostError
@@ -101,13 +102,21 @@ def cost(kind: str, in_shape: Sequence[int], **hyper) -> Cost:
 # -- shape helpers ---------------------------------------------------------------------
 
 
+def ntuple(value: int | Sequence[int | None] | None, rank: int, what: str) -> tuple:
+    """An int (or one per spatial dim, or a one-element list) as `rank` values, as PyTorch's _ntuple; None kept."""
+    if value is None or isinstance(value, int):
+        return (value,) * rank
+    value = tuple(None if v is None else int(v) for v in value)
+    if len(value) == 1:
+        return value * rank
+    if len(value) != rank:
+        raise CnnCostError(f"{what} must be one number or {rank}, got {value!r}")
+    return value
+
+
 def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-    """An int or an (h, w) pair as an (h, w) pair."""
-    if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise CnnCostError(f"{what} must be one number or two, got {value!r}")
-    return int(value[0]), int(value[1])
+    """An int or an (h, w) pair as an (h, w) pair: the 2-d case of ntuple."""
+    return ntuple(value, 2, what)
 
 
 def check_shape(shape: Sequence[int]) -> Shape:
@@ -136,44 +145,96 @@ def window_out(size: int, kernel: int, stride: int, padding: int, dilation: int,
     return out - 1 if (out - 1) * stride >= size + padding else out
 
 
-def window_outs(shape: Shape, kernel, stride, padding, dilation, ceil_mode=False) -> tuple[int, int]:
-    """Output (H, W) of a sliding window over the last two dims of an NCHW shape."""
-    if len(shape) != 4:
-        raise CnnCostError(f"expected an NCHW input, got shape {fmt_shape(shape)}")
-    k, s, p, d = pair(kernel, "kernel"), pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
-    for name, value in (("kernel", k), ("stride", s), ("dilation", d)):
-        if min(value) <= 0:
+LAYOUTS = {1: "NCL", 2: "NCHW", 3: "NCDHW"}
+
+
+def spatial_dims(shape: Shape, rank: int, batched: bool = False) -> Shape:
+    """The last `rank` sizes of an N, C, *spatial shape (N optional unless batched); an error for other shapes."""
+    if len(shape) not in ((rank + 2,) if batched else (rank + 1, rank + 2)):
+        raise CnnCostError(f"expected an {LAYOUTS.get(rank, f'N, C and {rank} spatial dims')} input, "
+                           f"got shape {fmt_shape(shape)}")
+    return shape[-rank:]
+
+
+def window_hyper(rank: int, **values) -> list[tuple[int, ...]]:
+    """Kernel/stride/padding/dilation/output_padding as `rank`-tuples, checked: sizes positive, paddings >= 0."""
+    out = []
+    for name, value in values.items():
+        value = ntuple(value, rank, name.replace("_", " "))
+        if "padding" in name and min(value) < 0:
+            raise CnnCostError(f"{name.replace('_', ' ')} must not be negative, got {value}")
+        if "padding" not in name and min(value) <= 0:
             raise CnnCostError(f"{name} must be positive, got {value}")
-    if min(p) < 0:
-        raise CnnCostError(f"padding must not be negative, got {p}")
-    return tuple(window_out(shape[2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2))
+        out.append(value)
+    return out
 
 
-def fmt_pair(value) -> str:
-    """(3, 3) as '3x3', 3 as '3x3'."""
-    return fmt_shape(pair(value, "value"))
+def window_outs(shape: Shape, kernel, stride, padding, dilation, ceil_mode=False, rank: int = 2) -> tuple[int, ...]:
+    """Output sizes of a sliding window over the last `rank` (spatial) dims of an (N,) C, *spatial shape."""
+    spatial = spatial_dims(shape, rank)
+    k, s, p, d = window_hyper(rank, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    return tuple(window_out(spatial[i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(rank))
+
+
+def transposed_out(size: int, kernel: int, stride: int, padding: int, dilation: int, output_padding: int) -> int:
+    """out = (size - 1) stride - 2 padding + dilation (kernel - 1) + output_padding + 1 (transposed convolution)."""
+    if output_padding >= stride and output_padding >= dilation:
+        raise CnnCostError(f"output padding {output_padding} must be smaller than the stride {stride} "
+                           f"or the dilation {dilation}")
+    out = (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+    if out <= 0:
+        raise CnnCostError(f"padding {padding} leaves no output of a transposed convolution on {size} positions")
+    return out
+
+
+def fmt_window(value, rank: int = 2) -> str:
+    """(3, 3) as '3x3'; 3 as '3x3' in 2-d, '3x3x3' in 3-d."""
+    return fmt_shape(ntuple(value, rank, "value"))
 
 
 # -- conv and linear -------------------------------------------------------------------
 
 
-@formula("conv2d")
-def conv2d(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dilation=1, groups: int = 1,
-           bias: bool = False) -> Cost:
-    """MACs = N x C_out x H_out x W_out x (C_in / groups) x k_h x k_w; depthwise is groups = C_in."""
-    n, c_in = in_shape[0], in_shape[1]
+def specialise(fn: Callable[..., Cost], **fixed) -> Callable[..., Cost]:
+    """fn with some keyword arguments fixed, keeping its name and docstring: one formula serving several kinds."""
+    return update_wrapper(partial(fn, **fixed), fn)
+
+
+def register_ranks(template: str, fn: Callable[..., Cost], ranks=(1, 2, 3), **fixed) -> None:
+    """Register fn as kind template.format(rank) for each spatial rank, with its kind and rank fixed."""
+    for rank in ranks:
+        kind = template.format(rank)
+        formula(kind)(specialise(fn, kind=kind, rank=rank, **fixed))
+
+
+def conv(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dilation=1, groups: int = 1,
+         bias: bool = False, output_padding=0, *, kind: str = "conv2d", rank: int = 2,
+         transposed: bool = False) -> Cost:
+    """MACs = N x C_out x (C_in / groups) x prod(kernel) x positions (output positions; input ones if transposed)."""
+    spatial = spatial_dims(in_shape, rank, batched=True)
+    n, c_in = in_shape[:2]
     if out_channels <= 0 or groups <= 0:
         raise CnnCostError(f"out channels and groups must be positive, got {out_channels} and {groups}")
     if c_in % groups or out_channels % groups:
         raise CnnCostError(f"groups={groups} must divide both input channels {c_in} and output channels {out_channels}")
-    h_out, w_out = window_outs(in_shape, kernel, stride, padding, dilation)
-    kh, kw = pair(kernel, "kernel")
-    out_shape = (n, out_channels, h_out, w_out)
-    weights = out_channels * (c_in // groups) * kh * kw
-    out_elems = math.prod(out_shape)
-    return Cost("conv2d", "conv", in_shape, out_shape, macs=out_elems * (c_in // groups) * kh * kw,
-                bias_adds=out_elems if bias else 0, params=weights + (out_channels if bias else 0),
-                input_elements=math.prod(in_shape), kernel=fmt_pair(kernel), stride=fmt_pair(stride), groups=groups)
+    if transposed:
+        k, s, p, d, op = window_hyper(rank, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                                      output_padding=output_padding)
+        out_spatial = tuple(transposed_out(*dims) for dims in zip(spatial, k, s, p, d, op))
+    else:
+        out_spatial = window_outs(in_shape, kernel, stride, padding, dilation, rank=rank)
+    out_shape = (n, out_channels, *out_spatial)
+    weights = out_channels * (c_in // groups) * math.prod(ntuple(kernel, rank, "kernel"))
+    positions = math.prod(spatial if transposed else out_spatial)  # each weight meets each of these once per image
+    return Cost(kind, "conv", in_shape, out_shape, macs=n * positions * weights,
+                bias_adds=math.prod(out_shape) if bias else 0, params=weights + (out_channels if bias else 0),
+                input_elements=math.prod(in_shape), kernel=fmt_window(kernel, rank), stride=fmt_window(stride, rank),
+                groups=groups)
+
+
+register_ranks("conv{}d", conv)
+register_ranks("conv_transpose{}d", conv, transposed=True)
+conv2d = FORMULAS["conv2d"]
 
 
 @formula("linear")
@@ -198,11 +259,79 @@ def elementwise(kind: str, category: str, in_shape: Shape, **extra) -> Cost:
     return Cost(kind, category, in_shape, in_shape, macs=n, input_elements=n, **extra)
 
 
-@formula("batchnorm2d")
-def batchnorm2d(in_shape: Shape, affine: bool = True) -> Cost:
-    """Inference batch norm folds to y = x * scale + shift: 1 MAC per element; params 2C, buffers 2C."""
+# -- normalization ---------------------------------------------------------------------
+
+STATISTICS_OPS = 4  # per element: mean (add), centre (subtract), variance (square-accumulate), scale by 1 / std
+
+
+def normalization(kind: str, in_shape: Shape, statistics: bool, affine: bool, params: int = 0,
+                  buffers: int = 0) -> Cost:
+    """ops per element = 4 computing statistics (mean, centre, square-sum, 1/std scale) + 1 affine; 1 when folded."""
+    ops = STATISTICS_OPS + bool(affine) if statistics else 1
+    n = math.prod(in_shape)
+    return Cost(kind, "norm", in_shape, in_shape, macs=n * ops, params=params, buffers=buffers, input_elements=n)
+
+
+BATCH_NORM_DIMS = {"batchnorm1d": (2, 3), "batchnorm2d": (4,), "batchnorm3d": (5,)}
+
+
+def batch_norm_kind(ndim: int) -> str:
+    """batchnorm1d for N x C (x L), batchnorm2d for NCHW, batchnorm3d for NCDHW inputs."""
+    return next((kind for kind, dims in BATCH_NORM_DIMS.items() if ndim in dims), "batchnorm2d")
+
+
+def batch_norm(in_shape: Shape, affine: bool = True, batch_stats: bool = False, running_stats: bool = True, *,
+               kind: str = "batchnorm2d", rank: int = 2) -> Cost:
+    """Batch norm: 1 MAC per element folded (x * scale + shift); 4 (+1 affine) with batch statistics; params 2C."""
+    if len(in_shape) not in BATCH_NORM_DIMS[kind]:
+        raise CnnCostError(f"{kind} expects {' or '.join(map(str, BATCH_NORM_DIMS[kind]))}-d input, "
+                           f"got shape {fmt_shape(in_shape)}")
     c = in_shape[1]
-    return elementwise("batchnorm2d", "norm", in_shape, params=2 * c if affine else 0, buffers=2 * c)
+    return normalization(kind, in_shape, batch_stats, affine, params=2 * c if affine else 0,
+                         buffers=2 * c if running_stats else 0)
+
+
+register_ranks("batchnorm{}d", batch_norm)
+batchnorm2d = FORMULAS["batchnorm2d"]
+
+
+@formula("instance_norm")
+def instance_norm(in_shape: Shape, affine: bool = False, running_stats: bool = False) -> Cost:
+    """Instance norm: per (N, C) statistics, 4 ops per element (+1 affine); 1 folded with running stats."""
+    if len(in_shape) < 3:
+        raise CnnCostError(f"instance norm expects an N, C, *spatial input, got shape {fmt_shape(in_shape)}")
+    c = in_shape[1]
+    return normalization("instance_norm", in_shape, not running_stats, affine, params=2 * c if affine else 0,
+                         buffers=2 * c if running_stats else 0)
+
+
+@formula("group_norm")
+def group_norm(in_shape: Shape, groups: int, affine: bool = True) -> Cost:
+    """Group norm: per (N, group) statistics, 4 ops per element + 1 affine; params 2C."""
+    c = in_shape[1] if len(in_shape) > 1 else 0
+    if groups <= 0 or c % groups:
+        raise CnnCostError(f"groups={groups} must divide the channels of shape {fmt_shape(in_shape)}")
+    return normalization("group_norm", in_shape, True, affine, params=2 * c if affine else 0)
+
+
+@formula("layer_norm")
+def layer_norm(in_shape: Shape, normalized_shape, affine: bool = True, bias: bool = True) -> Cost:
+    """Layer norm over the last dims: 4 ops per element + 1 affine; params 2 x prod(normalized_shape)."""
+    normalized = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(in_shape[len(in_shape) - len(normalized):]) != normalized or len(normalized) > len(in_shape):
+        raise CnnCostError(f"normalized shape {fmt_shape(normalized)} is not the end of shape {fmt_shape(in_shape)}")
+    per_tensor = math.prod(normalized) if affine else 0
+    return normalization("layer_norm", in_shape, True, affine, params=per_tensor * (1 + bool(bias)))
+
+
+@formula("lrn")
+def lrn(in_shape: Shape, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Cost:
+    """Local response norm a / (k + alpha/n sum a^2)^beta: size + 4 ops per element (square, sum, MAC, pow, div)."""
+    if size <= 0 or len(in_shape) < 3:
+        raise CnnCostError(f"local response norm needs size > 0 and an N, C, ... input, got size {size} "
+                           f"on {fmt_shape(in_shape)}")
+    n = math.prod(in_shape)
+    return Cost("lrn", "norm", in_shape, in_shape, macs=n * (size + 4), input_elements=n, kernel=str(size))
 
 
 @formula(*ACTIVATIONS)
@@ -214,26 +343,35 @@ def activation(in_shape: Shape, kind: str = "relu") -> Cost:
 # -- pooling ---------------------------------------------------------------------------
 
 
-def pool(kind: str, in_shape: Shape, kernel, stride, padding, dilation, ceil_mode) -> Cost:
-    """A sliding-window pool: ops = output elements x k_h x k_w."""
-    stride = kernel if stride is None else stride
-    h_out, w_out = window_outs(in_shape, kernel, stride, padding, dilation, ceil_mode)
-    kh, kw = pair(kernel, "kernel")
-    out_shape = (*in_shape[:2], h_out, w_out)
-    return Cost(kind, "pool", in_shape, out_shape, macs=math.prod(out_shape) * kh * kw,
-                input_elements=math.prod(in_shape), kernel=fmt_pair(kernel), stride=fmt_pair(stride))
+def pool(kind: str, in_shape: Shape, kernel, stride, padding, dilation, ceil_mode, rank: int = 2) -> Cost:
+    """A sliding-window pool: ops = output elements x prod(kernel)."""
+    stride = kernel if stride in (None, [], ()) else stride
+    out_spatial = window_outs(in_shape, kernel, stride, padding, dilation, ceil_mode, rank)
+    k, p = ntuple(kernel, rank, "kernel"), ntuple(padding, rank, "padding")
+    if any(2 * pi > ki for pi, ki in zip(p, k)):
+        raise CnnCostError(f"padding {p} must be at most half the kernel {k}")
+    out_shape = (*in_shape[:-rank], *out_spatial)
+    return Cost(kind, "pool", in_shape, out_shape, macs=math.prod(out_shape) * math.prod(k),
+                input_elements=math.prod(in_shape), kernel=fmt_window(kernel, rank), stride=fmt_window(stride, rank))
 
 
-@formula("maxpool2d")
-def maxpool2d(in_shape: Shape, kernel, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Cost:
-    """Max pool: output elements x k_h x k_w comparisons."""
-    return pool("maxpool2d", in_shape, kernel, stride, padding, dilation, ceil_mode)
+def max_pool(in_shape: Shape, kernel, stride=None, padding=0, dilation=1, ceil_mode: bool = False, *,
+             kind: str = "maxpool2d", rank: int = 2) -> Cost:
+    """Max pool: output elements x prod(kernel) comparisons."""
+    return pool(kind, in_shape, kernel, stride, padding, dilation, ceil_mode, rank)
 
 
-@formula("avgpool2d")
-def avgpool2d(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = False) -> Cost:
-    """Average pool: output elements x k_h x k_w additions."""
-    return pool("avgpool2d", in_shape, kernel, stride, padding, 1, ceil_mode)
+def avg_pool(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = False, *, kind: str = "avgpool2d",
+             rank: int = 2) -> Cost:
+    """Average pool: output elements x prod(kernel) additions."""
+    if rank == 3 and any(size < k for size, k in zip(in_shape[-3:], ntuple(kernel, 3, "kernel"))):
+        raise CnnCostError(f"input {fmt_shape(in_shape)} is smaller than the kernel {kernel} (PyTorch's avg_pool3d)")
+    return pool(kind, in_shape, kernel, stride, padding, 1, ceil_mode, rank)
+
+
+register_ranks("maxpool{}d", max_pool)
+register_ranks("avgpool{}d", avg_pool)
+maxpool2d, avgpool2d = FORMULAS["maxpool2d"], FORMULAS["avgpool2d"]
 
 
 def adaptive_bins(size: int, out: int) -> int:
@@ -241,14 +379,95 @@ def adaptive_bins(size: int, out: int) -> int:
     return sum(math.ceil((i + 1) * size / out) - (i * size) // out for i in range(out))
 
 
-@formula("adaptive_avgpool2d")
-def adaptive_avgpool2d(in_shape: Shape, output_size=1) -> Cost:
-    """Adaptive average pool: one add per input element in each output bin (= N C H W for output 1x1)."""
-    oh, ow = pair(output_size, "output size")
-    n, c, h, w = in_shape
-    out_shape = (n, c, oh, ow)
-    return Cost("adaptive_avgpool2d", "pool", in_shape, out_shape, macs=n * c * adaptive_bins(h, oh) * adaptive_bins(w, ow),
-                input_elements=math.prod(in_shape), kernel=f"->{oh}x{ow}")
+def adaptive_pool(in_shape: Shape, output_size=1, *, kind: str = "adaptive_avgpool2d", rank: int = 2) -> Cost:
+    """Adaptive pool: one add (or compare) per input position in each output bin (N C H W for output 1x1)."""
+    spatial = spatial_dims(in_shape, rank)
+    outs = tuple(size if o is None else o for size, o in zip(spatial, ntuple(output_size, rank, "output size")))
+    if min(outs) <= 0:
+        raise CnnCostError(f"output size must be positive, got {output_size}")
+    out_shape = (*in_shape[:-rank], *outs)
+    macs = math.prod(in_shape[:-rank]) * math.prod(adaptive_bins(size, o) for size, o in zip(spatial, outs))
+    return Cost(kind, "pool", in_shape, out_shape, macs=macs, input_elements=math.prod(in_shape),
+                kernel=f"->{fmt_shape(outs)}")
+
+
+register_ranks("adaptive_avgpool{}d", adaptive_pool)
+register_ranks("adaptive_maxpool{}d", adaptive_pool)
+adaptive_avgpool2d = FORMULAS["adaptive_avgpool2d"]
+
+
+# -- resampling ------------------------------------------------------------------------
+
+# Input values read (multiply-accumulated) per output element, per spatial dim: nearest copies one.
+TAPS_PER_DIM = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}
+MODE_RANKS = {"linear": (1,), "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}
+
+
+def ntuple_float(value, rank: int) -> tuple[float, ...]:
+    """A scale factor (one number, or one per spatial dim) as `rank` floats."""
+    value = (value,) * rank if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    return value * rank if len(value) == 1 else value
+
+
+def upsample(in_shape: Shape, size=None, scale_factor=None, align_corners: bool | None = None, *,
+             kind: str = "upsample_nearest", mode: str = "nearest") -> Cost:
+    """Interpolation: output elements x taps; taps = 1 nearest, 2 linear, 4 bilinear, 8 trilinear, 16 bicubic."""
+    rank = len(in_shape) - 2
+    if rank not in MODE_RANKS.get(mode, (1, 2, 3)):
+        raise CnnCostError(f"{mode} interpolation does not apply to shape {fmt_shape(in_shape)}")
+    spatial = in_shape[2:]
+    if size is not None:
+        outs = ntuple(size, rank, "size")
+    elif scale_factor is not None:
+        outs = tuple(math.floor(s * f) for s, f in zip(spatial, ntuple_float(scale_factor, rank)))
+    else:
+        raise CnnCostError("interpolation needs an output size or a scale factor")
+    if min(outs) <= 0:
+        raise CnnCostError(f"interpolation of {fmt_shape(in_shape)} to {outs} leaves no output")
+    out_shape = (*in_shape[:2], *outs)
+    return Cost(kind, "pool", in_shape, out_shape, macs=math.prod(out_shape) * TAPS_PER_DIM[mode] ** rank,
+                input_elements=math.prod(in_shape), kernel=f"->{fmt_shape(outs)}")
+
+
+for _mode in TAPS_PER_DIM:
+    _kind = "upsample_" + _mode.replace("-", "_")
+    formula(_kind)(specialise(upsample, kind=_kind, mode=_mode))
+
+
+def roi_samples(box: Sequence[float], bins: tuple[int, int], spatial_scale: float, sampling_ratio: int,
+                aligned: bool) -> int:
+    """Sampling points per bin of one RoI (x1, y1, x2, y2), as torchvision's roi_align kernel chooses them."""
+    if sampling_ratio > 0:
+        return sampling_ratio * sampling_ratio
+    sizes = [(box[2 + i] - box[i]) * spatial_scale for i in (1, 0)]  # height, width in feature-map units
+    sizes = [size if aligned else max(size, 1.0) for size in sizes]
+    return math.prod(max(math.ceil(size / b), 0) for size, b in zip(sizes, bins))
+
+
+@formula("roi_align")
+def roi_align(in_shape: Shape, output_size, rois: int | None = None, boxes: Sequence[Sequence[float]] = (),
+              spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Cost:
+    """RoI align: per channel, bin and sampling point one bilinear read of 4 taps: MACs = C x 4 x points."""
+    bins = ntuple(output_size, 2, "output size")
+    count = len(boxes) if rois is None else rois
+    if sampling_ratio <= 0 and len(boxes) != count:
+        raise CnnCostError("RoI align with an adaptive sampling ratio needs the boxes' coordinates")
+    per_bin = [roi_samples(box, bins, spatial_scale, sampling_ratio, aligned) for box in boxes] if boxes \
+        else [sampling_ratio * sampling_ratio] * count
+    c = in_shape[1]
+    return Cost("roi_align", "pool", in_shape, (count, c, *bins), macs=c * math.prod(bins) * 4 * sum(per_bin),
+                input_elements=math.prod(in_shape) + 5 * count, kernel=fmt_shape(bins))
+
+
+@formula("grid_sample")
+def grid_sample(in_shape: Shape, grid: Shape, mode: str = "bilinear") -> Cost:
+    """Grid sampling: output elements x taps; taps = 1 nearest, 2 per spatial dim bilinear, 4 per dim bicubic."""
+    rank = len(in_shape) - 2
+    if rank not in (2, 3) or len(grid) != rank + 2 or grid[0] != in_shape[0] or grid[-1] != rank:
+        raise CnnCostError(f"grid {fmt_shape(grid)} does not sample input {fmt_shape(in_shape)}")
+    out_shape = (*in_shape[:2], *grid[1:-1])
+    return Cost("grid_sample", "pool", in_shape, out_shape, macs=math.prod(out_shape) * TAPS_PER_DIM[mode] ** rank,
+                input_elements=math.prod(in_shape) + math.prod(grid), kernel=mode)
 
 
 # -- multi-input layers ----------------------------------------------------------------
@@ -329,8 +548,289 @@ def squeeze_excitation(in_shape: Shape, squeeze_channels: int, activation: str =
 
 
 # -- more activations, elementwise ops, reductions, matrix products, attention, data movement ------------
+# Ops per element, decided once: a pointwise activation or elementwise op is 1 op per element, however many
+# instructions it takes (as ReLU above); softmax is exp + sum + divide = 3; a reduction is 1 per input element.
+
+POINTWISE_ACTIVATIONS = ("leaky_relu", "elu", "celu", "selu", "mish", "hardtanh", "softplus", "hardshrink",
+                         "softshrink", "logsigmoid", "threshold")
+UNARY = ("neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "abs", "reciprocal",
+         "clamp", "clamp_min", "clamp_max", "sign", "floor", "ceil", "round", "trunc", "frac", "sin", "cos",
+         "tan", "atan", "erf", "erfc", "logical_not", "bitwise_not", "isnan", "isinf", "nan_to_num", "cumsum")
+BINARY = ("sub", "rsub", "div", "pow", "maximum", "minimum", "fmax", "fmin", "remainder", "fmod", "floor_divide",
+          "atan2", "hypot", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
+          "bitwise_and", "bitwise_or", "bitwise_xor")
+REDUCTIONS = ("sum", "mean", "prod", "amax", "amin", "max", "min", "argmax", "argmin", "any", "all")
+
+
+def reduced(in_shape: Shape, dims: int | Sequence[int] | None, keepdim: bool) -> Shape:
+    """The shape left after reducing dims (all dims when None or empty), kept as 1s with keepdim."""
+    if isinstance(dims, int):
+        dims = [dims]
+    dims = dims or range(len(in_shape))
+    gone = {d % len(in_shape) for d in dims}
+    out = tuple(1 if i in gone else s for i, s in enumerate(in_shape) if keepdim or i not in gone)
+    return out or (1,)
+
+
+def pointwise_activation(in_shape: Shape, kind: str) -> Cost:
+    """leaky_relu, elu, celu, selu, mish, hardtanh (any bounds), softplus, shrinks, logsigmoid: 1 op per element."""
+    return elementwise(kind, "activation", in_shape)
+
+
+@formula("prelu")
+def prelu(in_shape: Shape, num_parameters: int = 1) -> Cost:
+    """PReLU: 1 op per element (x, or slope x); params = num_parameters slopes (1, or one per channel)."""
+    return elementwise("prelu", "activation", in_shape, params=num_parameters)
+
+
+def softmax(in_shape: Shape, kind: str = "softmax") -> Cost:
+    """softmax / log_softmax along a dim: exp + sum + divide (log-softmax: subtract) = 3 ops per element."""
+    n = math.prod(in_shape)
+    return Cost(kind, "activation", in_shape, in_shape, macs=3 * n, input_elements=n)
+
+
+def unary(in_shape: Shape, kind: str) -> Cost:
+    """neg, exp, log, sqrt, rsqrt, abs, reciprocal, clamp, cumsum, ...: 1 op per element."""
+    return elementwise(kind, "elementwise", in_shape)
+
+
+def binary(in_shape: Shape, other: Shape | None = None, kind: str = "sub") -> Cost:
+    """sub, div, pow, maximum, comparisons, ... of two broadcast operands: 1 op per output element."""
+    return combine(kind, in_shape, [other or in_shape])
+
+
+def ternary(in_shape: Shape, others: Sequence[Shape] = (), kind: str = "addcmul") -> Cost:
+    """addcmul/addcdiv x + v (a * b), lerp x + w (y - x): 2 ops per output element (of the 3 operands broadcast)."""
+    return combine(kind, in_shape, others)
+
+
+@formula("where")
+def where(in_shape: Shape, other: Shape = (1,), condition: Shape = (1,)) -> Cost:
+    """where(condition, x, y): 1 select per output element (of the three shapes broadcast)."""
+    shapes = [in_shape, check_shape(other), check_shape(condition)]
+    out_shape = broadcast(shapes)
+    return Cost("where", "elementwise", in_shape, out_shape, macs=math.prod(out_shape),
+                input_elements=sum(math.prod(s) for s in shapes))
+
+
+def reduction(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False,
+              kind: str = "sum") -> Cost:
+    """sum, mean, prod, amax, amin, max, min, argmax, any, ... over dims (all when none): 1 op per input element."""
+    n = math.prod(in_shape)
+    return Cost(kind, "elementwise", in_shape, reduced(in_shape, dims, keepdim), macs=n, input_elements=n)
+
+
+def variance(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False,
+             kind: str = "var") -> Cost:
+    """var (var_mean): mean's add, subtract, square, accumulate = 4 ops per input element; std: + 1 sqrt per output."""
+    n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
+    roots = math.prod(out_shape) if kind.startswith("std") else 0
+    return Cost(kind, "elementwise", in_shape, out_shape, macs=4 * n + roots, input_elements=n)
+
+
+@formula("vector_norm")
+def vector_norm(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False) -> Cost:
+    """p-norm over dims (norm, linalg_vector_norm): |x|^p and add = 2 ops per input element + 1 root per output."""
+    n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
+    return Cost("vector_norm", "elementwise", in_shape, out_shape, macs=2 * n + math.prod(out_shape),
+                input_elements=n)
+
+
+for _kind in POINTWISE_ACTIVATIONS:
+    formula(_kind)(specialise(pointwise_activation, kind=_kind))
+for _kind in ("softmax", "log_softmax"):
+    formula(_kind)(specialise(softmax, kind=_kind))
+for _kind in UNARY:
+    formula(_kind)(specialise(unary, kind=_kind))
+for _kind in BINARY:
+    formula(_kind)(specialise(binary, kind=_kind))
+for _kind in REDUCTIONS:
+    formula(_kind)(specialise(reduction, kind=_kind))
+for _kind in ("addcmul", "addcdiv", "lerp"):
+    formula(_kind)(specialise(ternary, kind=_kind))
+for _kind in ("var", "std", "var_mean", "std_mean"):
+    formula(_kind)(specialise(variance, kind=_kind))
+
+
+@formula("sort", "topk")
+def sort(in_shape: Shape, dim: int = -1, k: int | None = None) -> Cost:
+    """sort along dim: n ceil(log2 n) comparisons per slice of n; topk(k): n ceil(log2 k) per slice (a heap of k)."""
+    dim = dim % len(in_shape)
+    n, keep = in_shape[dim], in_shape[dim] if k is None else k
+    if not 0 < keep <= n:
+        raise CnnCostError(f"topk k={k} must be between 1 and the size {n} of dim {dim}")
+    out_shape = in_shape[:dim] + (keep,) + in_shape[dim + 1:]
+    depth = max(1, math.ceil(math.log2(max(keep, 2))))
+    return Cost("sort" if k is None else "topk", "other", in_shape, out_shape, macs=math.prod(in_shape) * depth,
+                input_elements=math.prod(in_shape))
+
+
+@formula("attention")
+def attention(in_shape: Shape, key: Shape, value: Shape) -> Cost:
+    """Q K^T and scores x V for q (..., L, E), k (..., S, E), v (..., S, Ev): MACs = B H L S E + B H L S Ev."""
+    key, value = check_shape(key), check_shape(value)
+    (length, width), (source, key_width), value_width = in_shape[-2:], key[-2:], value[-1]
+    if len(in_shape) < 2 or key_width != width or value[-2] != source:
+        raise CnnCostError(f"attention needs q (..., L, E), k (..., S, E), v (..., S, Ev); got "
+                           f"{fmt_shape(in_shape)}, {fmt_shape(key)}, {fmt_shape(value)}")
+    heads = math.prod(in_shape[:-2])
+    return Cost("attention", "linear", in_shape, (*in_shape[:-1], value_width),
+                macs=heads * length * source * (width + value_width),
+                input_elements=math.prod(in_shape) + math.prod(key) + math.prod(value))
+
+
+@formula("scaled_dot_product_attention")
+def scaled_dot_product_attention(in_shape: Shape, key: Shape, value: Shape, mask: Shape | None = None) -> Cost:
+    """softmax(Q K^T x scale + mask) V: attention's two products (linear) + 1 scale, 1 mask add, 3 softmax per score."""
+    products = attention(in_shape, key, value)
+    scores = (*in_shape[:-1], key[-2])
+    parts = (("", products), ("scale", mul(scores, (1,))), *((("mask", add(scores, mask)),) if mask else ()),
+             ("softmax", softmax(scores)))
+    return Cost("scaled_dot_product_attention", "other", in_shape, products.out_shape,
+                macs=sum(p.macs for _, p in parts), input_elements=products.input_elements, parts=parts)
+
+
+@formula("multi_head_attention")
+def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, in_bias: bool = True,
+                         out_bias: bool = True, mask: bool = False, average_weights: bool = False,
+                         extra_keys: int = 0) -> Cost:
+    """nn.MultiheadAttention on q (L, N, E): q, k, v projections + attention of heads x E/heads + out-projection."""
+    key, value = check_shape(key), check_shape(value)
+    length, batch, embed = (in_shape[0], 1, in_shape[1]) if len(in_shape) == 2 else in_shape
+    if embed % heads:
+        raise CnnCostError(f"embedding size {embed} is not divisible by {heads} heads")
+    source = key[0] + extra_keys
+    queries, keys = (batch, heads, length, embed // heads), (batch, heads, source, embed // heads)
+    sdpa = scaled_dot_product_attention(queries, keys, keys, (batch, heads, length, source) if mask else None)
+    averaged = (("average", reduction((batch, heads, length, source), 1, kind="mean")),) if average_weights else ()
+    parts = (("q_proj", linear(in_shape, embed, in_bias)), ("k_proj", linear(key, embed, in_bias)),
+             ("v_proj", linear(value, embed, in_bias)), *sdpa.parts, *averaged,
+             ("out_proj", linear(in_shape, embed, out_bias)))
+    return Cost("multi_head_attention", "other", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
+                bias_adds=sum(p.bias_adds for _, p in parts), params=sum(p.params for _, p in parts),
+                input_elements=math.prod(in_shape) + math.prod(key) + math.prod(value), parts=parts)
+
+
+@formula("data_movement")
+def data_movement(in_shape: Shape, out_shape: Sequence[int] | None = None, read: int | None = None) -> Cost:
+    """pad, roll, index, gather, stack, ...: no arithmetic; reads `read` elements (default: input), writes output."""
+    out_shape = in_shape if out_shape is None else tuple(int(s) for s in out_shape)
+    return Cost("data_movement", "other", in_shape, out_shape,
+                input_elements=math.prod(in_shape) if read is None else read)
+
 # (forward ops added for issue 10 go above this line)
 
 
 # -- backward ops of a training step --------------------------------------------------------------------
+# A backward op's Cost has parts named grad_input, grad_weight and grad_bias (those its output mask asks for);
+# its in_shape is the forward input's shape, so the forward formula's arithmetic is reused as is.
+
+GRAD_PARTS = ("grad_input", "grad_weight", "grad_bias")
+
+
+def gradient(kind: str, category: str, grad_out: Shape, produced: Shape, macs: int = 0, adds: int = 0,
+             read: int = 0) -> Cost:
+    """One gradient a backward op produces: its MACs (or bias adds), reading dY and `read` more elements."""
+    return Cost(kind, category, grad_out, produced, macs=macs, bias_adds=adds,
+                input_elements=math.prod(grad_out) + read)
+
+
+def backward(kind: str, category: str, in_shape: Shape, parts: Sequence[tuple[str, Cost]]) -> Cost:
+    """A backward op as the sum of the gradients it produces (parts), on the forward input's shape."""
+    return Cost(kind, category, in_shape, in_shape, macs=sum(p.macs for _, p in parts),
+                bias_adds=sum(p.bias_adds for _, p in parts), input_elements=sum(p.input_elements for _, p in parts),
+                parts=tuple(parts))
+
+
+def masked(output_mask: Sequence[bool], parts: dict[str, Cost]) -> list[tuple[str, Cost]]:
+    """The parts an aten output mask (grad_input, grad_weight, grad_bias) asks for."""
+    return [(name, parts[name]) for name, wanted in zip(GRAD_PARTS, output_mask) if wanted and name in parts]
+
+
+@formula("conv2d_backward")
+def conv2d_backward(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dilation=1, groups: int = 1,
+                    output_mask: Sequence[bool] = (True, True, False)) -> Cost:
+    """grad-input dX = dY W^T, grad-weight dW = X^T dY: F MACs each (F: forward); grad-bias N C_out H_out W_out adds."""
+    f = conv2d(in_shape, out_channels, kernel, stride, padding, dilation, groups)
+    weight = (out_channels, in_shape[1] // groups, *pair(kernel, "kernel"))
+    parts = {"grad_input": gradient("conv2d_grad_input", "conv", f.out_shape, in_shape, macs=f.macs,
+                                    read=math.prod(weight)),
+             "grad_weight": gradient("conv2d_grad_weight", "conv", f.out_shape, weight, macs=f.macs,
+                                     read=math.prod(in_shape)),
+             "grad_bias": gradient("conv2d_grad_bias", "conv", f.out_shape, (out_channels,), adds=f.activations)}
+    return backward("conv2d_backward", "conv", in_shape, masked(output_mask, parts))
+
+
+@formula("norm_backward")
+def norm_backward(in_shape: Shape, output_mask: Sequence[bool] = (True, True, True), norm: str = "batchnorm2d",
+                  params: Sequence[int] | None = None) -> Cost:
+    """Batch/layer/group norm backward per element: sum dY (grad-bias, 1 add), sum dY x^ (grad-weight, 1), dX (2)."""
+    n, affine = math.prod(in_shape), tuple(params) if params else (in_shape[1],)
+    sums = {"grad_weight": gradient(f"{norm}_grad_weight", "norm", in_shape, affine, macs=n, read=n),
+            "grad_bias": gradient(f"{norm}_grad_bias", "norm", in_shape, affine, adds=n)}
+    unasked = sum(p.macs + p.bias_adds for name, p in sums.items() if name not in dict(masked(output_mask, sums)))
+    parts = {"grad_input": gradient(f"{norm}_grad_input", "norm", in_shape, in_shape, macs=2 * n + unasked,
+                                    read=n), **sums}
+    return backward(f"{norm}_backward", "norm", in_shape, masked(output_mask, parts))
+
+
+@formula("activation_backward")
+def activation_backward(in_shape: Shape, activation: str = "relu") -> Cost:
+    """Activation backward dX = dY * f'(x): 1 op per element (f'(x) from the saved input or output)."""
+    n = math.prod(in_shape)
+    grad = gradient(f"{activation}_grad_input", "activation", in_shape, in_shape, macs=n, read=n)
+    return backward(f"{activation}_backward", "activation", in_shape, [("grad_input", grad)])
+
+
+def pool_backward(kind: str, forward: Cost, macs: int) -> Cost:
+    """A pool's backward: the output gradient routed back to the input, `macs` adds."""
+    grad = gradient(f"{kind}_grad_input", "pool", forward.out_shape, forward.in_shape, macs=macs)
+    return backward(f"{kind}_backward", "pool", forward.in_shape, [("grad_input", grad)])
+
+
+@formula("maxpool2d_backward")
+def maxpool2d_backward(in_shape: Shape, kernel, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Cost:
+    """Max pool backward: each output gradient is added at its argmax, 1 add per output element."""
+    f = maxpool2d(in_shape, kernel, stride, padding, dilation, ceil_mode)
+    return pool_backward("maxpool2d", f, f.activations)
+
+
+@formula("avgpool2d_backward")
+def avgpool2d_backward(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = False) -> Cost:
+    """Average pool backward: each output gradient / area is added over its k_h x k_w window (= forward ops)."""
+    f = avgpool2d(in_shape, kernel, stride, padding, ceil_mode)
+    return pool_backward("avgpool2d", f, f.macs)
+
+
+@formula("adaptive_avgpool2d_backward")
+def adaptive_avgpool2d_backward(in_shape: Shape, output_size=1) -> Cost:
+    """Adaptive average pool backward: each input element adds its bins' gradient / area (= forward ops)."""
+    f = adaptive_avgpool2d(in_shape, output_size)
+    return pool_backward("adaptive_avgpool2d", f, f.macs)
+
+
+@formula("dropout_backward")
+def dropout_backward(in_shape: Shape) -> Cost:
+    """Dropout backward dX = dY * mask * scale: 1 op per element."""
+    n = math.prod(in_shape)
+    grad = gradient("dropout_grad_input", "other", in_shape, in_shape, macs=n, read=n)
+    return backward("dropout_backward", "other", in_shape, [("grad_input", grad)])
+
+
+@formula("softmax_backward", "log_softmax_backward")
+def softmax_backward(in_shape: Shape, log: bool = False) -> Cost:
+    """(Log-)softmax backward: s = sum(dY [* y]) per row, dX = dY - exp(y) s (or y (dY - s)): 2 ops per element."""
+    n, kind = math.prod(in_shape), "log_softmax" if log else "softmax"
+    grad = gradient(f"{kind}_grad_input", "activation", in_shape, in_shape, macs=2 * n, read=n)
+    return backward(f"{kind}_backward", "activation", in_shape, [("grad_input", grad)])
+
+
+@formula("nll_loss_backward")
+def nll_loss_backward(in_shape: Shape) -> Cost:
+    """NLL loss backward: -dL / N written at each row's target, 1 op per row (the rest of dX is zeros)."""
+    rows = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
+    grad = gradient("nll_loss_grad_input", "other", (1,), in_shape, macs=rows, read=rows)
+    return backward("nll_loss_backward", "other", in_shape, [("grad_input", grad)])
+
+
 # (formulas for aten backward ops go above this line)

@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cnncost.errors import CnnCostError
-from cnncost.formulas import Cost, cost, fmt_shape
+from cnncost.formulas import ACTIVATIONS, Cost, cost, fmt_shape
 from cnncost.result import SUMMED, Result, cost_row, frame
 from cnncost.trace.kinds import root_name, stage_of
-from cnncost.trace.models import ModelSource, one_line
-from cnncost.trace.ops import FREE, Layer, first_tensor, layer_of, load_families, op_name, shape
+from cnncost.trace.models import Inputs, ModelSource, one_line
+from cnncost.trace.ops import FREE, FUNCTIONS, Layer, bound_args, first_tensor, layer_of, load_families, op_name, shape
 from cnncost.trace.ops_math import VIEWS
 
 load_families()
@@ -27,24 +28,101 @@ load_families()
 SOURCE = "cnncost trace"
 
 
-SAME_SHAPE = frozenset("relu silu sigmoid gelu hardswish hardsigmoid tanh hardtanh".split())
+SAME_SHAPE = frozenset("""relu silu sigmoid gelu hardswish hardsigmoid tanh hardtanh leaky_relu elu mish softplus neg
+exp sqrt rsqrt abs reciprocal""".split())
+ARITHMETIC = frozenset("add sub mul div".split())
 BATCH_NORMS = frozenset(["native_batch_norm", "_native_batch_norm_legit_no_training"])
+# (H1b) Composite layers booked as their parts, each in its own kind's row (attention: the two products in a
+# linear row, the scale and softmax in theirs), so that core MACs stay conv + linear.
+COMPOSITES = frozenset(["scaled_dot_product_attention", "multi_head_attention"])
 
 
 def shortcut(func, args: tuple, kwargs: dict | None):
-    """On the meta device, the output of an op whose shape is plain (in-place ops, activations, batch norm)
-    without running PyTorch's Python meta kernels, which dominate tracing time; None for every other op."""
+    """On the meta device, the output of an op whose shape is plain (in-place ops, activations, batch norm,
+    elementwise arithmetic on equal layouts, matrix products, layer norm, softmax) without running PyTorch's
+    Python meta kernels, which dominate tracing time; None for every other op."""
     x = args[0] if args else None
     if kwargs or not isinstance(x, torch.Tensor) or not x.is_meta:
         return None
     packet, name = func._overloadpacket.__name__, op_name(func)
-    if name in SAME_SHAPE or name in ("add", "mul"):
+    if name in SAME_SHAPE or name in ARITHMETIC:
         if packet != name:  # in place: the output is the input
             return x
-        return torch.empty_like(x) if name in SAME_SHAPE else None
+        if name in ARITHMETIC:
+            return torch.empty_like(x) if same_layout(x, args[1]) else None
+        return torch.empty_like(x) if x.is_floating_point() or name in ACTIVATIONS else None
     if packet in BATCH_NORMS:
-        return torch.empty_like(x), x.new_empty((0,)), x.new_empty((0,))
-    return None
+        return torch.empty_like(x), *batch_norm_stats(packet, x)
+    if packet in FRESH:
+        return FRESH[packet](*args) if same_dtype(args) else None
+    plain = PLAIN_SHAPES.get(packet)
+    return plain(*args) if plain and same_dtype(args) and x.is_contiguous() else None
+
+
+def same_layout(x: torch.Tensor, other: Any) -> bool:
+    """(H1b) x op other has x's shape, dtype and strides: x is floating and other a real number or laid out like x."""
+    if not x.is_floating_point():
+        return False
+    if isinstance(other, torch.Tensor):
+        return other.shape == x.shape and other.dtype == x.dtype and other.stride() == x.stride()
+    return isinstance(other, (int, float))
+
+
+def same_dtype(args: tuple) -> bool:
+    """Every (non-bool) tensor argument has the first one's dtype."""
+    ts = [a for a in args if isinstance(a, torch.Tensor) and a.dtype != torch.bool]
+    return all(t.dtype == ts[0].dtype for t in ts)
+
+
+def layer_norm_outputs(x, normalized_shape, *_):
+    """native_layer_norm: the output, and mean and rstd of shape (leading dims, 1, ...) in float32 for half inputs."""
+    stats = (*x.shape[:x.dim() - len(normalized_shape)], *[1] * len(normalized_shape))
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return x.new_empty(x.shape), x.new_empty(stats, dtype=dtype), x.new_empty(stats, dtype=dtype)
+
+
+# (H1b) Matrix products and layer norm: fresh contiguous outputs of the inputs' dtype, whatever their strides.
+FRESH: dict[str, Callable] = {
+    "native_layer_norm": layer_norm_outputs,
+    "mm": lambda a, b: a.new_empty((a.shape[0], b.shape[1])),
+    "addmm": lambda c, a, b, *_: a.new_empty((a.shape[0], b.shape[1])),
+    "bmm": lambda a, b: a.new_empty((a.shape[0], a.shape[1], b.shape[2])),
+}
+# (H1b) Ops whose meta output is contiguous, of the input's dtype, for a contiguous input: packet -> output.
+PLAIN_SHAPES: dict[str, Callable] = {
+    "_softmax": lambda x, dim, half_to_float: None if half_to_float else x.new_empty(x.shape),
+    "_safe_softmax": lambda x, dim, dtype=None: None if dtype not in (None, x.dtype) else x.new_empty(x.shape),
+    "masked_fill": lambda x, mask, value: x.new_empty(x.shape),
+}
+
+
+def batch_norm_stats(packet: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H4a, training) save_mean and save_invstd as the meta kernel makes them: (C,) float32 for half inputs, and
+    (0,) only for _native_batch_norm_legit_no_training; the backward of a training step reads them."""
+    if packet != "native_batch_norm" or x.dim() < 2:
+        return x.new_empty((0,)), x.new_empty((0,))
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return x.new_empty((x.shape[1],), dtype=dtype), x.new_empty((x.shape[1],), dtype=dtype)
+
+
+class Functions(TorchFunctionMode):
+    """(H1a) Books a call of a torch function in ops.FUNCTIONS as one layer, its aten ops muted: same rows anywhere."""
+
+    def __init__(self, tracer: "Tracer"):
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        handler = FUNCTIONS.get(func)
+        if handler is None or self.tracer.muted:
+            return func(*args, **(kwargs or {}))
+        self.tracer.muted = True
+        try:
+            out = func(*args, **(kwargs or {}))
+        finally:
+            self.tracer.muted = False
+        self.tracer.book(handler(bound_args(func, args, kwargs), out), (args, kwargs), out, func)
+        return out
 
 
 class Tracer(TorchDispatchMode):
@@ -60,6 +138,16 @@ class Tracer(TorchDispatchMode):
         self.owners.update({id(t): (False, t) for t in model.buffers()})
         self.aliases: dict[int, tuple[int, torch.Tensor]] = {}
         self.seen: set[int] = set()
+        self.muted = False  # (H1a) inside a call booked whole by Functions: its aten ops are not booked
+        self.functions = Functions(self)
+
+    def __enter__(self):
+        self.functions.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self.functions.__exit__(*exc)
 
     def enter(self, name: str, module: torch.nn.Module) -> Callable:
         """A forward pre-hook that pushes a new call of module `name`."""
@@ -76,6 +164,8 @@ class Tracer(TorchDispatchMode):
         out = shortcut(func, args, kwargs)
         if out is None:
             out = func(*args, **(kwargs or {}))
+        if self.muted:
+            return out
         name = op_name(func)
         if name in FREE:
             self.alias(args, out)
@@ -101,23 +191,29 @@ class Tracer(TorchDispatchMode):
 
     def book(self, layer: Layer | None, args: tuple, out: Any, func) -> None:
         """Add one op's cost to its (module call, kind) row, with the parameters it reads for the first time."""
-        op, out_shape = str(func._overloadpacket), shape(first_tensor(out))
+        op, out_shape = str(getattr(func, "_overloadpacket", f"F.{func.__name__}")), shape(first_tensor(out))
         c = self.cost(layer)
         if c is None:
             self.unsupported[op] = self.unsupported.get(op, 0) + 1
             c = Cost(op, "other", shape(first_tensor(args)), out_shape)
-        call, module, cls = self.stack[-1]
-        row = self.rows.setdefault((call, c.kind), {"name": root_name(module), "module": cls, "costs": [],
-                                                    "params": 0, "buffers": 0, "ops": []})
-        row["costs"].append(c)
-        row["out_shape"] = out_shape
-        row["ops"].append(op)
+        rows = [self.add(part, op, part.out_shape) for _, part in c.parts] if c.kind in COMPOSITES else []
+        row = rows[0] if rows else self.add(c, op, out_shape)  # parameters go to a composite's first part
         for t in tree_leaves(args):
             key = self.key(t) if isinstance(t, torch.Tensor) else None
             if key is not None and key not in self.seen:
                 self.seen.add(key)
                 is_param, tensor = self.owners[key]
                 row["params" if is_param else "buffers"] += tensor.numel()
+
+    def add(self, c: Cost, op: str, out_shape: tuple) -> dict:
+        """The row of the current module call for a cost's kind, with the cost added."""
+        call, module, cls = self.stack[-1]
+        row = self.rows.setdefault((call, c.kind), {"name": root_name(module), "module": cls, "costs": [],
+                                                    "params": 0, "buffers": 0, "ops": []})
+        row["costs"].append(c)
+        row["out_shape"] = out_shape
+        row["ops"].append(op)
+        return row
 
     @staticmethod
     def cost(layer: Layer | None) -> Cost | None:
@@ -163,9 +259,11 @@ def unused_rows(model: torch.nn.Module, tracer: Tracer) -> list[dict]:
              "module": type(modules[owner]).__name__, "op": ""} for owner, n in owners.items()]
 
 
-def trace_module(model: torch.nn.Module, x: torch.Tensor, name: str = "model", strict: bool = False,
+def trace_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bool = False,
                  dtype: str = "fp32") -> Result:
-    """Count a real module on an input (meta or real tensors): per-layer rows in the shared Result format."""
+    """Count a real module on its inputs (meta or real tensors): a tensor or list (one argument), a tuple (the
+    arguments), a dict (keyword arguments) or an Inputs; per-layer rows in the shared Result format."""
+    inputs = Inputs.of(x)
     tracer = Tracer(model)
     handles = []
     for path, module in model.named_modules():
@@ -175,7 +273,7 @@ def trace_module(model: torch.nn.Module, x: torch.Tensor, name: str = "model", s
     try:
         model.eval()
         with torch.no_grad(), tracer:
-            model(x)
+            model(*inputs.args, **inputs.kwargs)
     finally:
         model.train(training)
         for handle in handles:
@@ -185,7 +283,11 @@ def trace_module(model: torch.nn.Module, x: torch.Tensor, name: str = "model", s
     rows = table_rows(tracer, dtype) + unused_rows(model, tracer)
     table = frame(rows)
     table["module"], table["op"] = [r["module"] for r in rows], [r["op"] for r in rows]
-    result = Result(name, SOURCE, tuple(x.shape), table, dtype, "MACs", dict(tracer.unsupported))
+    shapes = inputs.shapes()
+    device = next((t.device.type for t in inputs.tensors()), None) or next(
+        (t.device.type for t in model.parameters()), "cpu")
+    result = Result(name, SOURCE, shapes[0] if shapes else (), table, dtype, "MACs", dict(tracer.unsupported),
+                    input_shapes=shapes, device=device)
     result.notes += notes(model, tracer, table)
     return result
 
@@ -208,10 +310,11 @@ def notes(model: torch.nn.Module, tracer: Tracer, table) -> list[str]:
 
 def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: str = "meta",
           strict: bool = False, dtype: str = "fp32") -> Result:
-    """Count a model source at an input size and batch; if its forward fails on meta, count on the CPU instead."""
+    """Count a model source at an input size and batch; if its forward fails on meta (an op with no meta kernel,
+    such as detection's nonzero), count on the CPU instead, with a notice: `Result.device` says where it ran."""
     try:
         model = source.build(device)
-        result = trace_module(model, source.input(batch, size, device), source.name, strict, dtype)
+        result = trace_module(model, source.inputs(batch, size, device), source.name, strict, dtype)
     except CnnCostError:
         raise
     except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
@@ -223,6 +326,7 @@ def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: 
             same = one_line(e) in str(again)
             raise CnnCostError(str(again) + ("" if same else f" (on meta: {one_line(e)})")) from None
         result.notes.insert(0, f"forward failed on the meta device ({one_line(e)}); counted on the CPU instead")
+        return result
     result.notes = source.notes + result.notes
     return result
 

@@ -8,6 +8,7 @@ no MACs). Anything else is "unsupported".
 """
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ squeeze detach alias empty empty_like new_empty empty_strided zeros zeros_like o
 new_zeros new_ones fill zero slice select split split_with_sizes chunk unbind as_strided narrow unfold clone
 _to_copy copy contiguous lift_fresh lift_fresh_copy arange scalar_tensor dropout sym_size
 _local_scalar_dense""".split())
+# (H5) profiler markers: nn.DataParallel and torch.profiler.record_function call these; they compute nothing
+FREE = FREE | frozenset(["_record_function_enter", "_record_function_enter_new", "_record_function_exit"])
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:
@@ -37,6 +40,41 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
             OPS[name] = fn
         return fn
     return register
+
+
+# Torch functions costed as ONE layer whatever aten ops they run as (F.local_response_norm runs as mul, pad,
+# avg_pool3d, pow, div; F.instance_norm as batch norm on a view), so that their row is the same on every device:
+# function -> handler(bound arguments by name, output) -> Layer | None. The tracer books the layer and none of the
+# aten ops inside the call.
+FUNCTIONS: dict[Callable, Callable[[dict, Any], "Layer | None"]] = {}
+
+
+def handles_function(*funcs: Callable) -> Callable:
+    """Register a handler for one or more torch functions (see FUNCTIONS); twice is an error."""
+    def register(fn):
+        for func in funcs:
+            if func in FUNCTIONS:
+                raise ValueError(f"function {func.__name__!r} is registered twice")
+            FUNCTIONS[func] = fn
+        return fn
+    return register
+
+
+# (H1b) A builtin torch function has no Python signature (F.scaled_dot_product_attention): a stub's stands in.
+SIGNATURES: dict[Callable, Callable] = {}
+
+
+@lru_cache(maxsize=None)
+def signature(func: Callable) -> inspect.Signature:
+    """A torch function's Python signature (cached); a builtin's from its stub in SIGNATURES."""
+    return inspect.signature(SIGNATURES.get(func, func))
+
+
+def bound_args(func: Callable, args: tuple, kwargs: dict | None) -> dict[str, Any]:
+    """A torch function's arguments by name, defaults filled in."""
+    bound = signature(func).bind(*args, **(kwargs or {}))
+    bound.apply_defaults()
+    return bound.arguments
 
 
 def op_name(func) -> str:
@@ -88,3 +126,4 @@ def first_tensor(out: Any) -> torch.Tensor | None:
 def load_families() -> None:
     """Import every module of op handlers, so that each registers its ops (one per op family)."""
     from cnncost.trace import ops_math, ops_nn  # noqa: F401
+    from cnncost.trace import ops_backward  # noqa: F401  (backward ops of a training step)
