@@ -54,6 +54,8 @@ class Result:
     convention: str = "MACs"
     unsupported: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    input_shapes: list[Shape] = field(default_factory=list)  # every input tensor's shape (input_shape: the first)
+    device: str = ""  # where a traced forward ran: meta, or cpu (asked for, or the fallback)
 
     @classmethod
     def from_spec(cls, spec: Spec, dtype: str = "fp32") -> "Result":

@@ -7,15 +7,26 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt
+from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt
+from cnncost.errors import CnnCostError
 
-AuxOpt = Annotated[bool, typer.Option("--aux", help="Build GoogLeNet / Inception-v3 with their auxiliary heads.")]
+AuxOpt = Annotated[Optional[bool], typer.Option("--aux/--no-aux", help="Build a torchvision model's auxiliary heads "
+                                                "(GoogLeNet, Inception-v3, FCN, DeepLabV3) or not; default: as "
+                                                "torchvision's metadata counts them.")]
 ArgOpt = Annotated[Optional[List[str]], typer.Option("--arg", help="KEY=VALUE passed to a FILE.py:FACTORY model; "
-                                                     "repeat for several.")]
+                                                     "repeat for several. VALUE is a Python literal (16, 0.5, "
+                                                     "(3, 5), 'text'; true/false/none in any case); a bare word "
+                                                     "such as relu is a string; anything else is an error.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if the model runs an op cnncost has no formula for.")]
-ChannelsOpt = Annotated[int, typer.Option("--channels", help="Input channels of a FILE.py:FACTORY model.")]
-TARGET_HELP = ("A registered model or alias (resnet50, resnext50), any torchvision classification model, "
+ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="Input channels of a FILE.py:FACTORY model "
+                                                    "(default 3).")]
+InputOpt = Annotated[Optional[List[str]], typer.Option("--input", "-i", help="An input tensor as SHAPE[:DTYPE], e.g. "
+                                                       "1x3x224x224 or 1x10:int64 (integers are zeros); repeat for "
+                                                       "several inputs. Replaces --size/--batch/--channels.")]
+TARGET_HELP = ("A registered model or alias (resnet50, resnext50), any torchvision model (classification, "
+               "segmentation, detection, video, optical flow, quantized), timm:NAME (pip install 'cnncost[timm]'), "
                "or a user model as path/to/file.py:factory or package.module:factory.")
+TRACE_LEVELS = ("layer", "module", "kind", "category")
 
 
 def notice(lines: list[str]) -> None:
@@ -26,15 +37,19 @@ def notice(lines: list[str]) -> None:
 
 @app.command()
 def trace(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     size: SizeOpt = None,
     batch: BatchOpt = 1,
-    by: Annotated[str, typer.Option("--by", help="layer, stage, kind, category or module (see --depth).")] = "layer",
+    inputs: InputOpt = None,
+    by: Annotated[str, typer.Option("--by", help="layer, module (the modules at --depth; 1 = top-level), kind or "
+                                    "category. (`show --by stage` is the paper's stages; a trace has modules.)")]
+    = "layer",
     depth: Annotated[int, typer.Option("--depth", help="Module-tree depth for --by module.")] = 1,
     device: Annotated[str, typer.Option("--device", help="meta (no memory, any batch) or cpu.")] = "meta",
-    aux: AuxOpt = False,
+    aux: AuxOpt = None,
     arg: ArgOpt = None,
-    channels: ChannelsOpt = 3,
+    channels: ChannelsOpt = None,
     strict: StrictOpt = False,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
@@ -43,30 +58,55 @@ def trace(
 ) -> None:
     """Count a real PyTorch model with cnncost's own tracer: one row per module call and op kind."""
     from cnncost.cli.models import layer_view, prepare
-    from cnncost.errors import CnnCostError
     from cnncost.formulas import dtype_bytes
     from cnncost.output import emit
     from cnncost.trace.counter import rollup, trace as count
-    from cnncost.trace.models import load
+    from cnncost.trace.models import load, parse_input
     from cnncost.trace.userfile import parse_kwargs
 
     u = prepare(fmt, unit)
     dtype_bytes(dtype)
-    if device not in ("meta", "cpu") or depth < 1:
-        raise CnnCostError(f"--device must be meta or cpu and --depth at least 1, got {device!r} and {depth}")
-    result = count(load(model, aux, parse_kwargs(arg), channels), batch, size, device, strict, dtype)
+    device = device.strip().lower()
+    check_trace_options(ctx, by, depth, device, inputs)
+    shapes = [parse_input(text) for text in inputs or []]
+    source = load(model, aux, parse_kwargs(arg), channels)
+    if aux is not None and not source.aux_heads:
+        raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
+                           f"Inception-v3, FCN and DeepLabV3 models have them)")
+    source.shapes = shapes or None
+    result = count(source, batch, size, device, strict, dtype)
     table = rollup(result, depth) if by == "module" else result.by(by).drop(columns="flops")
     rows, totals, shown = layer_view(table, result.totals(), by, fmt, u)
-    shape = "x".join(map(str, result.input_shape))
+    shapes_text = ", ".join("x".join(map(str, s)) for s in result.input_shapes) or "no tensor input"
     data = {"model": result.model, "source": result.source, "input_shape": list(result.input_shape),
+            "input_shapes": [list(s) for s in result.input_shapes], "device": result.device,
             "dtype": dtype, "unit": u.name, "by": by, "rows": rows, "totals": totals[0],
             "unsupported": result.unsupported, "notes": result.notes}
-    tables = {f"{result.model} on {shape}, traced on {device}, by {by} ({u.label})": shown,
+    tables = {f"{result.model} on {shapes_text}, traced on {result.device}, by {by} ({u.label})": shown,
               "Totals (the sum of the rows)": totals}
     if result.unsupported:
         tables["Ops with no formula (counted as 0)"] = [{"op": k, "calls": n} for k, n in result.unsupported.items()]
     notice(result.notes)
     emit(tables, fmt, output, data=data)
+
+
+def check_trace_options(ctx: typer.Context, by: str, depth: int, device: str, inputs: list[str] | None) -> None:
+    """Refuse bad or conflicting trace options up front, one message per option."""
+    from cnncost.cli.options import given
+    if device not in ("meta", "cpu"):
+        raise CnnCostError(f"--device must be meta or cpu, got {device!r}")
+    if depth < 1:
+        raise CnnCostError(f"--depth must be at least 1, got {depth}")
+    if by == "stage":
+        raise CnnCostError("--by stage: a trace has no paper stages; use --by module (top-level modules, or "
+                           "--depth N for deeper), or `cnncost show MODEL --by stage` for the paper's stages")
+    if by not in TRACE_LEVELS:
+        raise CnnCostError(f"unknown --by {by!r}; choose one of {', '.join(TRACE_LEVELS)}")
+    if depth != 1 and by != "module":
+        raise CnnCostError("--depth applies only to --by module")
+    clash = [f"--{name}" for name in ("size", "batch", "channels") if inputs and given(ctx, name)]
+    if clash:
+        raise CnnCostError(f"--input gives the whole input shape; it cannot be combined with {', '.join(clash)}")
 
 
 @app.command()
@@ -80,13 +120,14 @@ def verify(
                                         "unexplained only), all, none.")] = "diff",
     size: SizeOpt = None,
     batch: BatchOpt = 1,
-    aux: AuxOpt = False,
+    aux: AuxOpt = None,
     arg: ArgOpt = None,
     strict: StrictOpt = False,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
+    quiet: QuietOpt = False,  # H3: progress bar over the models
 ) -> int:
     """Analytic spec vs cnncost's trace vs fvcore / ptflops / torch: per layer, per category, every difference
     named. Exit status 1 if a conv or linear layer of a spec disagrees with the real model."""
@@ -100,7 +141,9 @@ def verify(
     if layers not in ("diff", "all", "none"):
         from cnncost.errors import CnnCostError
         raise CnnCostError(f"--layers must be diff, all or none, got {layers!r}")
-    results = [check(n, size, batch, chosen, aux, strict, dtype, parse_kwargs(arg)) for n in names]
+    from cnncost import progress  # H3: one bar on stderr naming the model in progress
+    results = progress.each("verify", names, lambda n: check(n, size, batch, chosen, aux, strict, dtype,
+                                                             parse_kwargs(arg)))
     for v in results:
         notice([f"{v.model}: {n}" for n in v.trace.notes] + [f"{v.model}: {t} failed: {e}" for t, e in v.errors.items()])
     data = report_data(results, u)

@@ -273,7 +273,8 @@ def trace_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bo
     try:
         model.eval()
         with torch.no_grad(), tracer:
-            model(*inputs.args, **inputs.kwargs)
+            if has_forward(model):  # (H5) a module without one (fvcore's NetWithReuse): its parameters only
+                model(*inputs.args, **inputs.kwargs)
     finally:
         model.train(training)
         for handle in handles:
@@ -289,7 +290,14 @@ def trace_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bo
     result = Result(name, SOURCE, shapes[0] if shapes else (), table, dtype, "MACs", dict(tracer.unsupported),
                     input_shapes=shapes, device=device)
     result.notes += notes(model, tracer, table)
+    if not has_forward(model):
+        result.notes.insert(0, f"{type(model).__name__} has no forward: only its parameters are counted")
     return result
+
+
+def has_forward(model: torch.nn.Module) -> bool:
+    """Whether a module defines forward (nn.Module's own raises NotImplementedError)."""
+    return type(model).forward is not torch.nn.Module.forward
 
 
 def fmt_ops(ops: dict[str, int]) -> str:
