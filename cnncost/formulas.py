@@ -567,6 +567,8 @@ def reduced(in_shape: Shape, dims: int | Sequence[int] | None, keepdim: bool) ->
     if isinstance(dims, int):
         dims = [dims]
     dims = dims or range(len(in_shape))
+    if any(not -len(in_shape) <= d < len(in_shape) for d in dims):
+        raise CnnCostError(f"dims {list(dims)} out of range for shape {fmt_shape(in_shape)}")
     gone = {d % len(in_shape) for d in dims}
     out = tuple(1 if i in gone else s for i, s in enumerate(in_shape) if keepdim or i not in gone)
     return out or (1,)
@@ -594,12 +596,12 @@ def unary(in_shape: Shape, kind: str) -> Cost:
     return elementwise(kind, "elementwise", in_shape)
 
 
-def binary(in_shape: Shape, other: Shape | None = None, kind: str = "sub") -> Cost:
+def binary(in_shape: Shape, other: Shape | None = None, *, kind: str) -> Cost:
     """sub, div, pow, maximum, comparisons, ... of two broadcast operands: 1 op per output element."""
     return combine(kind, in_shape, [other or in_shape])
 
 
-def ternary(in_shape: Shape, others: Sequence[Shape] = (), kind: str = "addcmul") -> Cost:
+def ternary(in_shape: Shape, others: Sequence[Shape] = (), *, kind: str) -> Cost:
     """addcmul/addcdiv x + v (a * b), lerp x + w (y - x): 2 ops per output element (of the 3 operands broadcast)."""
     return combine(kind, in_shape, others)
 
@@ -613,15 +615,15 @@ def where(in_shape: Shape, other: Shape = (1,), condition: Shape = (1,)) -> Cost
                 input_elements=sum(math.prod(s) for s in shapes))
 
 
-def reduction(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False,
-              kind: str = "sum") -> Cost:
+def reduction(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False, *,
+              kind: str) -> Cost:
     """sum, mean, prod, amax, amin, max, min, argmax, any, ... over dims (all when none): 1 op per input element."""
     n = math.prod(in_shape)
     return Cost(kind, "elementwise", in_shape, reduced(in_shape, dims, keepdim), macs=n, input_elements=n)
 
 
-def variance(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False,
-             kind: str = "var") -> Cost:
+def variance(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False, *,
+             kind: str) -> Cost:
     """var (var_mean): mean's add, subtract, square, accumulate = 4 ops per input element; std: + 1 sqrt per output."""
     n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
     roots = math.prod(out_shape) if kind.startswith("std") else 0
@@ -654,13 +656,13 @@ for _kind in ("var", "std", "var_mean", "std_mean"):
 
 @formula("sort", "topk")
 def sort(in_shape: Shape, dim: int = -1, k: int | None = None) -> Cost:
-    """sort along dim: n ceil(log2 n) comparisons per slice of n; topk(k): n ceil(log2 k) per slice (a heap of k)."""
+    """sort along dim: ceil(log2 n) comparisons per element, slices of n; topk(k): ceil(log2 k) (a heap); at least 1."""
     dim = dim % len(in_shape)
     n, keep = in_shape[dim], in_shape[dim] if k is None else k
     if not 0 < keep <= n:
         raise CnnCostError(f"topk k={k} must be between 1 and the size {n} of dim {dim}")
     out_shape = in_shape[:dim] + (keep,) + in_shape[dim + 1:]
-    depth = max(1, math.ceil(math.log2(max(keep, 2))))
+    depth = max(1, math.ceil(math.log2(keep)))
     return Cost("sort" if k is None else "topk", "other", in_shape, out_shape, macs=math.prod(in_shape) * depth,
                 input_elements=math.prod(in_shape))
 
@@ -669,10 +671,10 @@ def sort(in_shape: Shape, dim: int = -1, k: int | None = None) -> Cost:
 def attention(in_shape: Shape, key: Shape, value: Shape) -> Cost:
     """Q K^T and scores x V for q (..., L, E), k (..., S, E), v (..., S, Ev): MACs = B H L S E + B H L S Ev."""
     key, value = check_shape(key), check_shape(value)
-    (length, width), (source, key_width), value_width = in_shape[-2:], key[-2:], value[-1]
-    if len(in_shape) < 2 or key_width != width or value[-2] != source:
+    if min(len(in_shape), len(key), len(value)) < 2 or key[-1] != in_shape[-1] or value[-2] != key[-2]:
         raise CnnCostError(f"attention needs q (..., L, E), k (..., S, E), v (..., S, Ev); got "
                            f"{fmt_shape(in_shape)}, {fmt_shape(key)}, {fmt_shape(value)}")
+    (length, width), source, value_width = in_shape[-2:], key[-2], value[-1]
     heads = math.prod(in_shape[:-2])
     return Cost("attention", "linear", in_shape, (*in_shape[:-1], value_width),
                 macs=heads * length * source * (width + value_width),
@@ -747,18 +749,18 @@ def masked(output_mask: Sequence[bool], parts: dict[str, Cost]) -> list[tuple[st
     return [(name, parts[name]) for name, wanted in zip(GRAD_PARTS, output_mask) if wanted and name in parts]
 
 
-@formula("conv2d_backward")
-def conv2d_backward(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dilation=1, groups: int = 1,
-                    output_mask: Sequence[bool] = (True, True, False)) -> Cost:
-    """grad-input dX = dY W^T, grad-weight dW = X^T dY: F MACs each (F: forward); grad-bias N C_out H_out W_out adds."""
-    f = conv2d(in_shape, out_channels, kernel, stride, padding, dilation, groups)
-    weight = (out_channels, in_shape[1] // groups, *pair(kernel, "kernel"))
-    parts = {"grad_input": gradient("conv2d_grad_input", "conv", f.out_shape, in_shape, macs=f.macs,
-                                    read=math.prod(weight)),
-             "grad_weight": gradient("conv2d_grad_weight", "conv", f.out_shape, weight, macs=f.macs,
+@formula("conv_backward")
+def conv_backward(in_shape: Shape, forward: str = "conv2d", output_mask: Sequence[bool] = (True, True, False),
+                  **conv) -> Cost:
+    """A conv's backward: grad-input dX = dY W^T and grad-weight dW = X^T dY, F MACs each; grad-bias 1 add/output."""
+    f = cost(forward, in_shape, **{**conv, "bias": False})
+    weight = f.params  # the forward's weights: what dW writes and dX reads
+    parts = {"grad_input": gradient(f"{forward}_grad_input", "conv", f.out_shape, in_shape, macs=f.macs, read=weight),
+             "grad_weight": gradient(f"{forward}_grad_weight", "conv", f.out_shape, (weight,), macs=f.macs,
                                      read=math.prod(in_shape)),
-             "grad_bias": gradient("conv2d_grad_bias", "conv", f.out_shape, (out_channels,), adds=f.activations)}
-    return backward("conv2d_backward", "conv", in_shape, masked(output_mask, parts))
+             "grad_bias": gradient(f"{forward}_grad_bias", "conv", f.out_shape, (f.out_shape[1],),
+                                   adds=f.activations)}
+    return backward(f"{forward}_backward", "conv", in_shape, masked(output_mask, parts))
 
 
 @formula("norm_backward")
@@ -782,31 +784,13 @@ def activation_backward(in_shape: Shape, activation: str = "relu") -> Cost:
     return backward(f"{activation}_backward", "activation", in_shape, [("grad_input", grad)])
 
 
-def pool_backward(kind: str, forward: Cost, macs: int) -> Cost:
-    """A pool's backward: the output gradient routed back to the input, `macs` adds."""
-    grad = gradient(f"{kind}_grad_input", "pool", forward.out_shape, forward.in_shape, macs=macs)
-    return backward(f"{kind}_backward", "pool", forward.in_shape, [("grad_input", grad)])
-
-
-@formula("maxpool2d_backward")
-def maxpool2d_backward(in_shape: Shape, kernel, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Cost:
-    """Max pool backward: each output gradient is added at its argmax, 1 add per output element."""
-    f = maxpool2d(in_shape, kernel, stride, padding, dilation, ceil_mode)
-    return pool_backward("maxpool2d", f, f.activations)
-
-
-@formula("avgpool2d_backward")
-def avgpool2d_backward(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = False) -> Cost:
-    """Average pool backward: each output gradient / area is added over its k_h x k_w window (= forward ops)."""
-    f = avgpool2d(in_shape, kernel, stride, padding, ceil_mode)
-    return pool_backward("avgpool2d", f, f.macs)
-
-
-@formula("adaptive_avgpool2d_backward")
-def adaptive_avgpool2d_backward(in_shape: Shape, output_size=1) -> Cost:
-    """Adaptive average pool backward: each input element adds its bins' gradient / area (= forward ops)."""
-    f = adaptive_avgpool2d(in_shape, output_size)
-    return pool_backward("adaptive_avgpool2d", f, f.macs)
+@formula("pool_backward")
+def pool_backward(in_shape: Shape, forward: str = "maxpool2d", **pool) -> Cost:
+    """Pool backward: max adds each output's gradient at its argmax (1/output); average spreads it (= forward ops)."""
+    f = cost(forward, in_shape, **pool)
+    macs = f.activations if "max" in forward else f.macs
+    grad = gradient(f"{forward}_grad_input", "pool", f.out_shape, in_shape, macs=macs)
+    return backward(f"{forward}_backward", "pool", in_shape, [("grad_input", grad)])
 
 
 @formula("dropout_backward")
@@ -823,6 +807,13 @@ def softmax_backward(in_shape: Shape, log: bool = False) -> Cost:
     n, kind = math.prod(in_shape), "log_softmax" if log else "softmax"
     grad = gradient(f"{kind}_grad_input", "activation", in_shape, in_shape, macs=2 * n, read=n)
     return backward(f"{kind}_backward", "activation", in_shape, [("grad_input", grad)])
+
+
+@formula("nll_loss")
+def nll_loss(in_shape: Shape) -> Cost:
+    """NLL loss (cross-entropy after log-softmax): -log p at each row's target, averaged: 1 add per row."""
+    rows = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
+    return Cost("nll_loss", "other", in_shape, (1,), macs=rows, input_elements=rows)
 
 
 @formula("nll_loss_backward")

@@ -59,6 +59,10 @@ TOOL_OPS.update({"interpolate": "upsample", "upsample": "upsample", "addbmm": "l
                  "scaled_dot_product_attention": "attention", "_flash_attention_forward": "attention",
                  "_efficient_attention_forward": "attention",
                  **{f"_scaled_dot_product_{k}_attention": "attention" for k in ("efficient", "flash", "cudnn")}})
+# (H1b) aten names of ops_math kinds that differ from the kind
+TOOL_OPS.update({"_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax",
+                 "_prelu_kernel": "prelu", "true_divide": "div", "norm": "vector_norm",
+                 "linalg_vector_norm": "vector_norm", "_scaled_dot_product_flash_attention_for_cpu": "attention"})
 MODULE_KINDS.update({"PReLU": "prelu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax",
                      "Upsample": "upsample", "UpsamplingBilinear2d": "upsample_bilinear",
                      "UpsamplingNearest2d": "upsample_nearest", "MultiheadAttention": "attention"})

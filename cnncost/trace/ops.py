@@ -29,6 +29,9 @@ _to_copy copy contiguous lift_fresh lift_fresh_copy arange scalar_tensor dropout
 _local_scalar_dense""".split())
 # (H5) profiler markers: nn.DataParallel and torch.profiler.record_function call these; they compute nothing
 FREE = FREE | frozenset(["_record_function_enter", "_record_function_enter_new", "_record_function_exit"])
+# (H1b) tensors a forward makes from nothing (random, constant, ranges), like zeros; more views
+FREE = FREE | frozenset("""rand randn randint rand_like randn_like randint_like normal uniform bernoulli linspace
+logspace eye new_full resize diagonal view_as_real view_as_complex""".split())
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:

@@ -1,28 +1,137 @@
-"""Aten handlers for matrix products, activations, elementwise ops, reductions, attention and data movement."""
+"""Aten handlers for matrix products, activations, elementwise ops, reductions, attention and data movement.
+
+Attention is booked where the user calls it: ``F.scaled_dot_product_attention`` is one function-level layer
+(``ops.FUNCTIONS``, seen by the tracer's TorchFunctionMode) whatever aten ops then run it (the math decomposition on
+meta, a fused kernel on the CPU or CUDA), so it costs the same on every device. The fused kernels also have aten
+handlers, for direct calls.
+"""
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from cnncost.trace.ops import Handler, Layer, handles, shape
+import torch
+import torch.nn.functional as F
+from torch.utils._pytree import tree_leaves
+
+from cnncost.formulas import BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, UNARY
+from cnncost.trace.ops import SIGNATURES, Handler, Layer, handles, handles_function, shape
+
+
+def tensors(args: Any) -> list[torch.Tensor]:
+    """Every tensor among an op's arguments (lists of tensors included)."""
+    return [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+
+
+def numel(args: Any) -> int:
+    """Elements of every tensor among an op's arguments."""
+    return sum(t.numel() for t in tensors(args))
 
 
 # -- matrix products ------------------------------------------------------------------------------------------
+# Every form is a "linear" layer (conv + linear = torchvision's `_ops`): (rows x in_features) @ (in x out).
+# A product that adds C (addmm, baddbmm, addbmm, addmv with beta != 0) books beta*C as bias adds.
 
 
-def matmul(bias: bool, first: int = 0) -> Handler:
-    """mm / bmm / addmm: rows x in_features x out_features multiply-adds (addmm adds a bias)."""
-    return lambda args, out: ("linear", shape(args[first]), {"out_features": args[first + 1].shape[-1],
-                                                              "bias": bias})
+def product(first: int, adds: bool) -> Handler:
+    """mm / bmm (a, b), addmm / baddbmm (c, a, b, beta, alpha): rows x in x out multiply-adds."""
+    def handler(args: tuple, out) -> Layer:
+        a, b = args[first], args[first + 1]
+        return "linear", shape(a), {"out_features": b.shape[-1], "bias": adds and args[3] != 0}
+    return handler
 
 
-handles("addmm")(matmul(True, 1))
-handles("mm", "bmm")(matmul(False))
+handles("mm", "bmm")(product(0, False))
+handles("addmm", "baddbmm")(product(1, True))
+
+
+@handles("addbmm")
+def addbmm(args: tuple, out) -> Layer:
+    """addbmm(c, b1 (B, M, K), b2 (B, K, N), beta, alpha) = c + sum_b b1 b2: (M, B K) @ (B K, N)."""
+    b1, b2 = args[1], args[2]
+    batch, rows, inner = b1.shape
+    return "linear", (rows, batch * inner), {"out_features": b2.shape[-1], "bias": args[3] != 0}
+
+
+@handles("mv", "dot", "vdot")
+def vector_product(args: tuple, out) -> Layer:
+    """mv(a (M, K), v (K,)) and dot(u (K,), v (K,)): one output feature per row."""
+    return "linear", shape(args[0]), {"out_features": 1, "bias": False}
+
+
+@handles("addmv")
+def addmv(args: tuple, out) -> Layer:
+    """addmv(c, a (M, K), v (K,), beta, alpha)."""
+    return "linear", shape(args[1]), {"out_features": 1, "bias": args[3] != 0}
 
 
 @handles("linear")
 def linear(args: tuple, out) -> Layer:
     """aten.linear(x, weight, bias=None), seen on some backends."""
     return "linear", shape(args[0]), {"out_features": args[1].shape[0], "bias": args[2] is not None}
+
+
+# -- attention ------------------------------------------------------------------------------------------------
+
+
+def attention_layer(q, k, v, mask) -> Layer:
+    """Scaled dot-product attention of q (..., L, E), k (..., S, E), v (..., S, Ev), an optional mask."""
+    return "scaled_dot_product_attention", shape(q), {
+        "key": shape(k), "value": shape(v), "mask": shape(mask) if isinstance(mask, torch.Tensor) else None}
+
+
+def fused_attention(mask_at: int | None) -> Handler:
+    """A fused kernel (q, k, v, ...) with its mask (attn_bias) at an argument position, or none."""
+    return lambda args, out: attention_layer(*args[:3], args[mask_at] if mask_at is not None else None)
+
+
+handles("_scaled_dot_product_flash_attention_for_cpu")(fused_attention(5))
+handles("_scaled_dot_product_flash_attention")(fused_attention(None))
+handles("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable")(fused_attention(3))
+
+
+@handles("_flash_attention_forward", "_efficient_attention_forward")
+def attention_forward(args: tuple, out) -> Layer:
+    """The kernels under the fused ops take (B, L, H, E) layouts; bias (efficient) at position 3."""
+    q, k, v = (x.transpose(1, 2) for x in args[:3])
+    mask = args[3] if isinstance(args[3], torch.Tensor) and args[3].dim() > 1 else None
+    return attention_layer(q, k, v, mask)
+
+
+def sdpa_signature(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False):
+    """F.scaled_dot_product_attention's arguments (the builtin has no Python signature)."""
+
+
+SIGNATURES[F.scaled_dot_product_attention] = sdpa_signature
+
+
+@handles_function(F.scaled_dot_product_attention)
+def sdpa_function(a: dict, out) -> Layer:
+    """F.scaled_dot_product_attention(query, key, value, attn_mask, ...): one layer on every device."""
+    return attention_layer(a["query"], a["key"], a["value"], a["attn_mask"])
+
+
+@handles_function(F.multi_head_attention_forward)
+def multi_head_attention(a: dict, out) -> Layer:
+    """F.multi_head_attention_forward(query (L, N, E), key, value, embed_dim, num_heads, ...), which calls
+    scaled_dot_product_attention where the tracer's function mode cannot see it: one layer on every device."""
+    return "multi_head_attention", shape(a["query"]), {
+        "key": shape(a["key"]), "value": shape(a["value"]), "heads": a["num_heads"],
+        "in_bias": a["in_proj_bias"] is not None, "out_bias": a["out_proj_bias"] is not None,
+        "mask": a["attn_mask"] is not None or a["key_padding_mask"] is not None,
+        "average_weights": bool(a["need_weights"] and a["average_attn_weights"]),
+        "extra_keys": int(a["bias_k"] is not None) + int(bool(a["add_zero_attn"]))}
+
+
+@handles("_native_multi_head_attention")
+def native_multi_head_attention(args: tuple, out) -> Layer:
+    """nn.MultiheadAttention's fast path, called directly: (query, key, value (N, L, E), embed_dim, num_head,
+    qkv_weight, qkv_bias, proj_weight, proj_bias, mask, need_weights, average_attn_weights, mask_type)."""
+    q, k, v = ((x.shape[1], x.shape[0], x.shape[2]) if x.dim() == 3 else shape(x) for x in args[:3])
+    return "multi_head_attention", q, {"key": k, "value": v, "heads": args[4], "in_bias": args[6] is not None,
+                                       "out_bias": args[8] is not None, "mask": args[9] is not None,
+                                       "average_weights": bool(args[10] and args[11])}
 
 
 # -- activations ----------------------------------------------------------------------------------------------
@@ -33,18 +142,29 @@ def activation(kind: str) -> Handler:
     return lambda args, out: (kind, shape(args[0]), {})
 
 
-for _kind in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh"):
+for _kind in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh",
+              *(k for k in POINTWISE_ACTIVATIONS if k not in ("hardtanh", "logsigmoid"))):
     handles(_kind)(activation(_kind))
+handles("log_sigmoid_forward", "log_sigmoid")(activation("logsigmoid"))
+handles("rrelu_with_noise")(activation("leaky_relu"))  # at inference, a leaky ReLU of the mean slope
+handles("_softmax", "_safe_softmax", "softmax")(activation("softmax"))
+handles("_log_softmax", "log_softmax")(activation("log_softmax"))
 
 
 @handles("hardtanh")
-def hardtanh(args: tuple, out) -> Layer | None:
-    """hardtanh(x, 0, 6) is ReLU6; other bounds have no formula."""
+def hardtanh(args: tuple, out) -> Layer:
+    """hardtanh(x, 0, 6) is ReLU6; other bounds are hardtanh."""
     bounds = tuple(float(v) for v in args[1:3])
-    return ("relu6", shape(args[0]), {}) if bounds == (0.0, 6.0) else None
+    return ("relu6" if bounds == (0.0, 6.0) else "hardtanh"), shape(args[0]), {}
 
 
-# -- elementwise and data movement -----------------------------------------------------------------------------
+@handles("_prelu_kernel", "prelu")
+def prelu(args: tuple, out) -> Layer:
+    """_prelu_kernel(x, weight): weight holds 1 or C slopes (reshaped to broadcast)."""
+    return "prelu", shape(args[0]), {"num_parameters": args[1].numel()}
+
+
+# -- elementwise ops and reductions ----------------------------------------------------------------------------
 
 
 def binary(kind: str) -> Handler:
@@ -52,16 +172,140 @@ def binary(kind: str) -> Handler:
     return lambda args, out: (kind, shape(args[0]), {"other": shape(args[1])})
 
 
-handles("add")(binary("add"))
-handles("mul")(binary("mul"))
+for _kind in ("add", "mul", *BINARY):
+    handles(_kind)(binary(_kind))
+handles("true_divide")(binary("div"))
+
+
+def unary(kind: str) -> Handler:
+    """A one-input elementwise op; its number arguments (clamp's bounds, cumsum's dim) cost nothing more."""
+    return lambda args, out: (kind, shape(args[0]), {})
+
+
+for _kind in UNARY:
+    handles(_kind)(unary(_kind))
+
+
+def ternary(kind: str) -> Handler:
+    """addcmul / addcdiv (x, a, b, value), lerp (x, y, weight): three operands broadcast."""
+    return lambda args, out: (kind, shape(args[0]), {"others": [shape(a) for a in args[1:3]]})
+
+
+for _kind in ("addcmul", "addcdiv", "lerp"):
+    handles(_kind)(ternary(_kind))
+
+
+@handles("where")
+def where(args: tuple, out) -> Layer | None:
+    """where(condition, x, y); where(condition) alone is nonzero (data movement)."""
+    if len(args) < 3:
+        return moved(args, out)
+    return "where", shape(args[1]), {"other": shape(args[2]), "condition": shape(args[0])}
+
+
+def dims_of(value: Any) -> list[int] | None:
+    """A reduction's dim argument as a list (None: every dim); not a dim when it is a flag, dtype or tensor."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(d, int) for d in value):
+        return list(value) or None
+    return None
+
+
+def reduction(kind: str, dim_at: int = 1, keepdim_at: int = 2) -> Handler:
+    """A reduction over dims (args[dim_at]; none or a non-dim: every dim), keepdim at args[keepdim_at]."""
+    def handler(args: tuple, out) -> Layer:
+        x = args[0]
+        if kind in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            return binary("maximum" if kind == "max" else "minimum")(args, out)  # max.other(self, other)
+        dims = dims_of(args[dim_at]) if len(args) > dim_at else None
+        keepdim = dims is not None and len(args) > keepdim_at and args[keepdim_at] is True
+        return kind, shape(x), {"dims": dims, "keepdim": keepdim}
+    return handler
+
+
+for _kind in REDUCTIONS:
+    if _kind != "mean":  # ops_nn's mean is a global pool over spatial dims; otherwise it calls mean_reduction
+        handles(_kind)(reduction(_kind))
+mean_reduction = reduction("mean")
+# var / std (self, dim, correction | unbiased, keepdim); norm (self, p, dim, keepdim), linalg_vector_norm alike
+for _kind in ("var", "std", "var_mean", "std_mean"):
+    handles(_kind)(reduction(_kind, keepdim_at=3))
+
+
+@handles("norm", "linalg_vector_norm")
+def vector_norm(args: tuple, out) -> Layer:
+    """norm(self, p, dim, keepdim) / linalg_vector_norm(self, ord, dim, keepdim)."""
+    dims = dims_of(args[2]) if len(args) > 2 else None
+    return "vector_norm", shape(args[0]), {"dims": dims, "keepdim": dims is not None and args[3] is True}
+
+
+@handles("sort")
+def sort(args: tuple, out) -> Layer:
+    """sort(self, dim=-1, descending) or sort.stable(self, stable, dim, descending)."""
+    dim = args[2] if isinstance(args[1], bool) or args[1] is None else args[1]
+    return "sort", shape(args[0]), {"dim": -1 if dim is None else dim}
+
+
+@handles("topk")
+def topk(args: tuple, out) -> Layer:
+    """topk(self, k, dim=-1, largest, sorted)."""
+    return "topk", shape(args[0]), {"k": int(args[1]), "dim": args[2]}
+
+
+# -- concatenation and data movement: bytes, no arithmetic ------------------------------------------------------
 
 
 @handles("cat")
 def cat(args: tuple, out) -> Layer:
     """cat(tensors, dim=0)."""
-    tensors, dim = args[0], args[1]
-    first = shape(tensors[0])
-    return "concat", first, {"others": [shape(t) for t in tensors[1:]], "dim": dim % len(first)}
+    parts, dim = args[0], args[1]
+    first = shape(parts[0])
+    return "concat", first, {"others": [shape(t) for t in parts[1:]], "dim": dim % len(first)}
+
+
+
+def moved(args: tuple, out) -> Layer:
+    """An op that reads its tensor inputs in full and writes its output (pad, roll, flip, repeat, stack, ...)."""
+    inputs, outputs = tensors(args), tensors(out)
+    return "data_movement", shape(inputs[0]), {"out_shape": tuple(outputs[0].shape) if outputs else (0,),
+                                               "read": sum(t.numel() for t in inputs)}
+
+
+def gathered(args: tuple, out) -> Layer:
+    """An op that reads only what it selects (index, gather, embedding): output elements plus the indices."""
+    source, outputs = args[0], tensors(out)
+    written = outputs[0] if outputs else source
+    return "data_movement", shape(source), {"out_shape": tuple(written.shape),
+                                            "read": written.numel() + numel(args[1:])}
+
+
+handles("constant_pad_nd", "roll", "flip", "repeat", "tile", "expand_copy", "tril", "triu", "stack", "masked_fill",
+        "masked_scatter", "masked_select", "scatter", "scatter_add", "scatter_reduce",
+        "index_put", "_index_put_impl", "_unsafe_index_put", "index_add", "index_copy", "index_fill", "nonzero",
+        "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "im2col", "col2im",
+        "slice_scatter", "select_scatter", "diagonal_scatter", "diag_embed", "rot90", "_pad_circular",
+        *(f"{mode}_pad{rank}d" for mode in ("reflection", "replication") for rank in (1, 2, 3)))(moved)
+handles("index", "_unsafe_index", "index_select", "gather", "take", "embedding", "take_along_dim")(gathered)
+
+
+def one_hot_signature(tensor, num_classes=-1):
+    """F.one_hot's arguments (the builtin has no Python signature)."""
+
+
+SIGNATURES[F.one_hot] = one_hot_signature
+
+
+@handles_function(F.one_hot)
+def one_hot(a: dict, out) -> Layer:
+    """F.one_hot(indices, num_classes): reads the indices, writes the output; on the CPU it also checks their range
+    (aminmax), on meta not: one layer on every device."""
+    return "data_movement", shape(a["tensor"]), {"out_shape": tuple(out.shape)}
+
+
+# -- views ----------------------------------------------------------------------------------------------------
 
 
 def view(args: tuple, out: torch.Tensor) -> Layer | None:
