@@ -720,6 +720,19 @@ def data_movement(in_shape: Shape, out_shape: Sequence[int] | None = None, read:
     return Cost("data_movement", "other", in_shape, out_shape,
                 input_elements=math.prod(in_shape) if read is None else read)
 
+IOU_OPS = 11  # intersection: 2 max + 2 min + 2 sub + 1 mul; union: 1 add + 1 sub; 1 divide; 1 compare
+
+
+@formula("nms")
+def nms(in_shape: Shape) -> Cost:
+    """Non-maximum suppression of N boxes (N x 4), upper bound: sort (ceil(log2 N) per box) + N(N-1)/2 IoUs x 11 ops."""
+    if len(in_shape) != 2 or in_shape[1] != 4:
+        raise CnnCostError(f"nms takes boxes of shape N x 4, got {fmt_shape(in_shape)}")
+    n = in_shape[0]
+    return Cost("nms", "other", in_shape, (n,), macs=n * max(1, math.ceil(math.log2(n))) + n * (n - 1) // 2 * IOU_OPS,
+                input_elements=n * 5)
+
+
 # (forward ops added for issue 10 go above this line)
 
 

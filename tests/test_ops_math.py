@@ -377,3 +377,18 @@ def test_timm_models_pass_strict_and_match_torch():
         vit(x)
     assert trace_module(vit, x, "vit_tiny", strict=True).core_macs == mode.get_total_flops() // 2
     assert math.isfinite(r.core_macs)
+
+
+def test_nms_is_costed_at_its_upper_bound_on_the_cpu():
+    """torchvision.nms has no meta kernel; on 5 boxes: sort 5 x ceil(log2 5) = 15 + 5*4/2 = 10 pairs x 11 ops = 125."""
+    import torchvision
+
+    class Suppress(torch.nn.Module):
+        def forward(self, boxes, scores):
+            return torchvision.ops.nms(boxes, scores, 0.5)
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 9, 9], [50, 50, 60, 60]],
+                         dtype=torch.float)
+    result = trace_module(Suppress(), (boxes, torch.rand(5)))
+    assert not result.unsupported
+    assert result.table.loc[result.table.kind == "nms", "macs"].sum() == 15 + 10 * 11

@@ -129,6 +129,6 @@ def test_models_without_a_spec_are_traced_and_follow_the_same_rules():
         pytest.skip("mobilenet_v2 now has an analytic spec")
     cost = train_cost("mobilenet_v2", epochs=1)
     first = (112 * 112 * 32) * (3 * 3 * 3)  # stem conv 3->32, 3x3, stride 2: 10,838,016 MACs
-    assert cost.source == "cnncost trace" and {k["kind"] for k in cost.kinds} >= {"conv2d", "relu6", "add"}
+    assert cost.source.startswith("cnncost train") and {k["kind"] for k in cost.kinds} >= {"conv2d", "relu6", "add"}
     assert cost.train_macs_per_image == 3 * cost.forward_macs_per_image - first
     assert cost.forward_macs_per_image == 601_548_544 // 2  # torch.utils.flop_counter: 601,548,544 FLOPs

@@ -133,16 +133,21 @@ def hours_at_rate(images: int, img_per_s: float) -> float:
 
 
 def measured_rate(csv_path, model: str, size: int, dtype: str) -> dict | None:
-    """The fastest error-free training row of this model, size and dtype in a bench CSV, or None."""
+    """The fastest error-free training row of this model, size and dtype in a bench CSV; a one-line error naming
+    the rows the CSV has when none matches."""
     from cnncost.bench.csvio import read_rows
     df = read_rows(csv_path)
-    rows = df[(df.model == model) & (df["mode"] == "train") & (df.error.fillna("") == "") & (df["size"] == size)
-              & (df.dtype == dtype) & df.img_per_s.notna()]
+    usable = df[(df["mode"] == "train") & (df.error.fillna("") == "") & df.img_per_s.notna()]
+    rows = usable[(usable.model == model) & (usable["size"] == size) & (usable.dtype == dtype)]
     if rows.empty:
-        return None
+        have = sorted({f"{r.model} {r.size} px {r.dtype}" for r in usable.itertuples()})
+        raise CnnCostError(f"{csv_path} has no measured training row of {model} at {size} px in {dtype}; "
+                           + (f"it has: {', '.join(have[:8])}{' ...' if len(have) > 8 else ''}" if have
+                              else "it has no error-free training rows (bench --mode train)"))
     row = rows.loc[rows.img_per_s.idxmax()]
     return {"device_name": row.device_name, "batch": int(row.batch), "img_per_s": float(row.img_per_s),
-            "compile": bool(row.compile), "channels_last": bool(row.channels_last)}
+            "compile": bool(row.compile), "channels_last": bool(row.channels_last),
+            "on_cpu": str(row.device).lower() == "cpu"}
 
 
 def estimates(cost: TrainCost, csv_path, device_key: str, dtype: str, mfu: float) -> list[dict]:
@@ -151,10 +156,12 @@ def estimates(cost: TrainCost, csv_path, device_key: str, dtype: str, mfu: float
     out = []
     rate = measured_rate(csv_path, cost.model, cost.size, dtype) if csv_path else None
     if rate:
-        out.append({"basis": f"measured {rate['img_per_s']:.1f} img/s training on {rate['device_name']} "
-                             f"({dtype}, batch {rate['batch']}{', compiled' if rate['compile'] else ''})",
+        hours = round(hours_at_rate(cost.images, rate["img_per_s"]), 3)
+        out.append({"basis": f"measured {rate['img_per_s']:.1f} img/s training on {rate['device_name']}"
+                             f"{' (CPU)' if rate['on_cpu'] else ''} ({dtype}, batch {rate['batch']}"
+                             f"{', compiled' if rate['compile'] else ''})",
                     "device": rate["device_name"], "img_per_s": rate["img_per_s"], "mfu": None,
-                    "gpu_hours": round(hours_at_rate(cost.images, rate["img_per_s"]), 3)})
+                    "gpu_hours": None if rate["on_cpu"] else hours, "cpu_hours": hours if rate["on_cpu"] else None})
     device = by_key(device_key)
     peak = device.peak_tflops(dtype)
     if peak is None:
@@ -162,7 +169,7 @@ def estimates(cost: TrainCost, csv_path, device_key: str, dtype: str, mfu: float
     hours = hours_at_mfu(cost.total_train_macs, peak, mfu)
     out.append({"basis": f"assumed MFU {mfu:.0%} of {device.name} dense {dtype} peak {peak:g} TFLOP/s",
                 "device": device.name, "img_per_s": round(cost.images / hours / 3600, 1), "mfu": mfu,
-                "gpu_hours": round(hours, 3)})
+                "gpu_hours": round(hours, 3), "cpu_hours": None})
     return out
 
 
@@ -175,13 +182,75 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
     if size is not None and size <= 0:
         raise CnnCostError(f"input size must be positive, got {size}")
     entry = counts.analytic_entry(model)
-    source = None if entry else counts.model_source(model)
+    source = real_model(entry, model)
     name = entry.name if entry else source.name
     size = size or (entry.resolution if entry else source.resolution)
-    result = counts.per_layer(name, size, runs=False)
-    table = training_table(result.table)
-    core = int(table.train_macs[table.category.isin(CORE)].sum())
-    cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, core, int(table.train_macs.sum()),
-                     result.source, by_kind(table), unsupported=dict(result.unsupported))
+    cost = traced_cost(source, name, size, epochs, dataset_size) if source else None
+    if cost is None:  # an analytic-only spec or a paper variant: no real model to trace, the rules instead
+        result = counts.per_layer(name, size, runs=False)
+        table = training_table(result.table)
+        core = int(table.train_macs[table.category.isin(CORE)].sum())
+        cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, core, int(table.train_macs.sum()),
+                         result.source, by_kind(table), unsupported=dict(result.unsupported))
     cost.estimates = estimates(cost, csv_path, device_key, dtype, mfu)
     return cost
+
+
+# -- training MACs traced (cnncost.trace.train), with the per-kind ratios measured ----------------------------
+
+TRACED = "cnncost train (traced training step)"
+MEASURED_WHY = {
+    "conv": "dX = dY W^T and dW = X^T dY: F each (first layer: no dX); adds of gradients meeting at a fork",
+    "linear": "dX = dY W and dW = dY^T X: F each",
+    "norm": "forward: batch mean, variance, normalise; backward: sum dY, sum dY x^, dX = a dY + b x + c",
+    "activation": "dX = dY f'(x): 1 op per element",
+    "maxpool2d": "k*k compares per output; backward: 1 add per output, at its argmax",
+    "pool": "backward spreads each gradient over its window: as many adds as forward",
+    "add": "the gradient passes through unchanged",
+    "mul": "dX = dY s and ds = sum dY x",
+    "other": "copies and views: no arithmetic; the loss's softmax",
+}
+
+
+def real_model(entry, model: str):
+    """The model source to trace for a training step, or None (analytic-only spec, or a paper variant whose
+    real counterpart is a different network)."""
+    from cnncost.bench import counts
+    try:
+        source = counts.model_source(entry.name if entry else model)
+    except CnnCostError:
+        if entry is None:
+            raise
+        return None
+    return None if source.paper_variant else source
+
+
+def traced_cost(source, name: str, size: int, epochs: int, dataset_size: int) -> TrainCost:
+    """Per-image training MACs from a traced training step at batch 1 (forward + grad-input + grad-weight, and
+    what checkpointing recomputes; the optimizer's MACs are per step, not per image, and are left out)."""
+    from cnncost.trace.train import train
+    result = train(source, batch=1, size=size)
+    phases = ("forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs")
+    core = sum(result.core(c) for c in phases)
+    every = int(result.by_category[list(phases)].to_numpy().sum())
+    return TrainCost(name, size, epochs, dataset_size, result.core("forward_macs"), core, every, TRACED,
+                     measured_kinds(result.table), unsupported=dict(result.unsupported))
+
+
+def measured_kinds(table) -> list[dict]:
+    """Traced forward and training MACs summed per layer kind (the first core layer apart), with the measured
+    ratio next to the rule of thumb and why it is what it is."""
+    train = table[table.forward_macs > 0].copy()
+    first_core = next((i for i, c in enumerate(train.category) if c in CORE), None)
+    rules = [rule_for(k, c, i == first_core) for i, (k, c) in enumerate(zip(train.kind, train.category))]
+    train["factor"] = [r.factor for r in rules]
+    train["train"] = train.forward_macs + train.grad_input_macs + train.grad_weight_macs
+    out = []
+    for (kind, category, factor), group in train.groupby(["kind", "category", "factor"], sort=False):
+        forward, total = int(group.forward_macs.sum()), int(group["train"].sum())
+        why = MEASURED_WHY.get(kind) or MEASURED_WHY.get(category) or MEASURED_WHY["other"]
+        out.append({"kind": kind, "category": category, "layers": len(group), "forward_macs": forward,
+                    "grad_input_macs": int(group.grad_input_macs.sum()),
+                    "grad_weight_macs": int(group.grad_weight_macs.sum()), "train_macs": total,
+                    "measured": f"{total / forward:.3f}F", "factor": factor, "why": why})
+    return out

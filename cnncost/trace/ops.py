@@ -31,7 +31,7 @@ _local_scalar_dense""".split())
 FREE = FREE | frozenset(["_record_function_enter", "_record_function_enter_new", "_record_function_exit"])
 # (H1b) tensors a forward makes from nothing (random, constant, ranges), like zeros; more views
 FREE = FREE | frozenset("""rand randn randint rand_like randn_like randint_like normal uniform bernoulli linspace
-logspace eye new_full resize diagonal view_as_real view_as_complex""".split())
+logspace eye new_full resize diagonal view_as_real view_as_complex _cuda_version""".split())
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:

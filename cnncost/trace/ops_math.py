@@ -255,6 +255,19 @@ def topk(args: tuple, out) -> Layer:
     return "topk", shape(args[0]), {"k": int(args[1]), "dim": args[2]}
 
 
+@handles("nms")
+def nms(args: tuple, out) -> Layer:
+    """torchvision.nms(boxes, scores, iou_threshold): data dependent, so costed at its upper bound (every pair)."""
+    boxes = shape(args[0])
+    return ("nms", boxes, {}) if boxes[0] else ("data_movement", (1,), {"out_shape": (0,), "read": 0})
+
+
+@handles("_unique2", "unique_dim", "_unique", "unique_consecutive")
+def unique(args: tuple, out) -> Layer:
+    """unique sorts its input: a sort of all its elements."""
+    return "sort", (max(1, args[0].numel()),), {"dim": 0}
+
+
 # -- concatenation and data movement: bytes, no arithmetic ------------------------------------------------------
 
 

@@ -1,0 +1,384 @@
+"""The training step traced: forward, loss, backward and optimizer multiply-adds per module, on the meta device.
+
+The step is ``cnncost.trace.step.training_step`` (the same ops the memory tracker sees). Every aten op is costed
+by the formulas, as in ``counter.Tracer``, and attributed:
+
+- forward ops to the innermost module call, as ``trace`` does; loss ops (after the model's forward) to ``(loss)``;
+- backward ops to the module whose forward created the autograd node that runs them. Each module call records
+  the range of autograd sequence numbers its forward created (nodes are numbered as they are made), and during
+  backward ``torch._C._current_autograd_node()`` names the node being run: the innermost call whose range holds
+  its number owns it. This is exact where torch's ``ModTracker`` (multi-grad hooks on inputs and outputs) must
+  guess, e.g. for a first layer whose input needs no gradient;
+- forward ops that checkpointing re-runs inside backward (they run with grad mode on, which plain backward ops
+  never do) to the re-entered module, in their own ``recompute_macs`` column;
+- optimizer ops to the module owning the parameter being updated (its gradient and state are known, and every
+  result inherits the owner of its operands).
+
+Backward ops' costs are split into grad-input, grad-weight and grad-bias by their parts (``conv2d_backward``,
+``norm_backward``); a matrix product in backward is a grad-weight when it reads no parameter and produces a
+parameter's shape (linear's dW = dY^T X), else a grad-input (dX = dY W).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch.utils._pytree import tree_leaves
+
+from cnncost.errors import CnnCostError
+from cnncost.formulas import CORE, Cost
+from cnncost.trace.counter import COMPOSITES, Tracer
+from cnncost.trace.kinds import root_name
+from cnncost.trace.ops import first_tensor, layer_of, op_name, shape
+from cnncost.trace.step import AUTOCAST, OPTIMIZERS, make_optimizer, training_step
+
+SOURCE = "cnncost train"
+LOSS = "(loss)"
+MACS = ("forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs", "optimizer_macs")
+ADDS = ("bias_adds", "grad_bias_adds")
+COLUMNS = ("name", "module", "kind", "category", "params", *MACS, "train_macs", *ADDS)
+# Ops that only mark or allocate (the optimizer's profiler markers, autograd's gradient buffers).
+MARKERS = frozenset({"_record_function_enter_new", "_record_function_exit", "_record_function_enter",
+                     "new_empty_strided"})
+UPDATES = frozenset("add sub mul div lerp addcmul addcdiv sqrt".split())
+# Backward ops whose output is shaped like their first argument (dY), kernels that run in Python on meta.
+GRADIENTS_LIKE = frozenset("""threshold_backward silu_backward sigmoid_backward tanh_backward hardswish_backward
+hardsigmoid_backward gelu_backward hardtanh_backward elu_backward leaky_relu_backward mish_backward""".split())
+PART_COLUMN = {"grad_input": "grad_input_macs", "grad_weight": "grad_weight_macs", "grad_bias": "grad_bias_adds"}
+
+
+class TrainTracer(Tracer):
+    """Counter.Tracer for a whole training step: forward, loss, backward and optimizer ops, per owning module."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        super().__init__(model)
+        self.optimizer = optimizer
+        self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
+        self.param_shapes: dict[str, list[tuple]] = {}
+        self.param_owner: dict[int, str] = {}
+        for pname, p in model.named_parameters():
+            owner = pname.rpartition(".")[0]
+            self.param_owner[id(p)] = owner
+            self.param_shapes.setdefault(owner, []).append(tuple(p.shape))
+        self.spans: list[tuple[int, int, str]] = []  # (first, end) autograd sequence numbers per module call
+        self.open: list[int] = []
+        self.node_owner: dict[int, str] | None = None
+        self.phase = "idle"  # idle -> forward -> loss -> (backward, told by autograd) -> optimizer
+        self.state_owner: dict[int, tuple[str, torch.Tensor]] = {}
+        self.last_owner = ""
+        self.acc: dict[tuple[str, str], dict] = {}  # (module, '' or a foreign category) -> row
+        self.core_modules: set[str] = set()
+        self.by_category: dict[tuple[str, str], int] = {}
+        self.costs: dict[tuple, Cost | None] = {}
+
+    # -- where an op belongs ------------------------------------------------------------------------------
+
+    def enter(self, name: str, module: torch.nn.Module):
+        """Forward pre-hook: push the call and remember the first autograd sequence number it may create."""
+        push = super().enter(name, module)
+
+        def hook(*_):
+            push()
+            if self.phase == "idle":
+                self.phase = "forward"
+            self.open.append(len(self.spans))
+            self.spans.append((torch._C._autograd._get_sequence_nr(), -1, name))
+        return hook
+
+    def leave(self, *_) -> None:
+        """Forward hook: pop the call and close its range of sequence numbers."""
+        super().leave()
+        index = self.open.pop()
+        first, _, name = self.spans[index]
+        self.spans[index] = (first, torch._C._autograd._get_sequence_nr(), name)
+        if self.node_owner is not None:  # re-run in backward (reentrant checkpointing): its nodes are new
+            for seq in range(first, self.spans[index][1]):
+                self.node_owner.setdefault(seq, name)
+        if not self.open:
+            self.phase = "loss"
+
+    def owner_of_node(self, node) -> str:
+        """The module whose forward created an autograd node (innermost call); (loss) after the model's forward."""
+        if self.node_owner is None:
+            self.node_owner = {}
+            for first, end, name in self.spans:  # pre-order: an inner call overwrites its parent
+                self.node_owner.update(dict.fromkeys(range(first, end), name))
+        if node is None:
+            return LOSS
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the parameter's own module
+        if isinstance(variable, torch.Tensor):
+            return self.param_owner.get(id(variable), "")
+        return self.node_owner.get(node._sequence_nr(), LOSS)
+
+    def start_optimizer(self, *_) -> None:
+        """Optimizer step pre-hook: every parameter, gradient and state tensor knows its module."""
+        self.phase = "optimizer"
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                owner = self.param_owner.get(id(p), "")
+                tensors = [p, p.grad, *self.optimizer.state.get(p, {}).values()]
+                for t in tensors:
+                    if isinstance(t, torch.Tensor):
+                        self.state_owner[id(t)] = (owner, t)
+
+    def optimizer_owner(self, args: tuple, out) -> str:
+        """The module whose parameter an optimizer op updates; its outputs inherit that owner."""
+        owner = next((self.state_owner[id(t)][0] for t in tree_leaves(args)
+                      if isinstance(t, torch.Tensor) and id(t) in self.state_owner), self.last_owner)
+        self.last_owner = owner
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.state_owner[id(t)] = (owner, t)
+        return owner
+
+    # -- booking ---------------------------------------------------------------------------------------------
+
+    def cost(self, layer) -> Cost | None:
+        """The formula's cost of a layer, remembered per (kind, shape, hyper-parameters): a training step repeats
+        the same layers (and every parameter's update) many times."""
+        try:
+            key = (layer[0], layer[1], tuple(sorted(layer[2].items()))) if layer else None
+            hash(key)
+        except TypeError:  # a list among the hyper-parameters (concat's shapes)
+            return super().cost(layer)
+        if key not in self.costs:
+            self.costs[key] = super().cost(layer)
+        return self.costs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._overloadpacket.__name__ in MARKERS:
+            return func(*args, **(kwargs or {}))
+        out = fast_output(func, args, kwargs, self.phase == "optimizer")
+        if out is None:
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        self.book(layer_of(func, args, kwargs, out), args, out, func)
+        return out
+
+    def book(self, layer, args: tuple, out, func) -> None:
+        """Add one op's cost to its module's row, in the column of its phase (and its parts' columns)."""
+        c = self.cost(layer)
+        op = str(getattr(func, "_overloadpacket", f"F.{getattr(func, '__name__', func)}"))
+        if c is None:
+            self.unsupported[op] = self.unsupported.get(op, 0) + 1
+            c = Cost(op, "other", shape(first_tensor(args)), shape(first_tensor(out)))
+        node = torch._C._current_autograd_node()
+        if node is not None or torch._C._current_graph_task_id() != -1:
+            name = self.owner_of_node(node)
+            if torch.is_grad_enabled():  # checkpointing re-runs a forward in backward, recording its graph
+                self.add(self.stack[-1][1] if len(self.stack) > 1 else name, "recompute_macs", c, forward=True)
+            else:
+                self.add_backward(name, c, args, out)
+        elif self.phase == "optimizer":
+            self.add(self.optimizer_owner(args, out), "optimizer_macs", c)
+        else:
+            name = self.stack[-1][1] if self.phase == "forward" else LOSS
+            for part in [p for _, p in c.parts] if c.kind in COMPOSITES else [c]:  # attention: products = linear
+                self.add(name, "forward_macs", part, forward=True)
+
+    def add_backward(self, name: str, c: Cost, args: tuple, out) -> None:
+        """A backward op: its parts in their columns, else a matrix product or reduction classified by shapes."""
+        if c.parts and all(part in PART_COLUMN for part, _ in c.parts):
+            for part, p in c.parts:
+                self.add(name, PART_COLUMN[part], p, foreign=True)
+            return
+        column = self.gradient_column(name, c, args, out)
+        bias = column == "grad_bias_adds"
+        self.add(name, column, c, c.macs + c.bias_adds if bias else None, foreign=not bias)
+
+    def gradient_column(self, name: str, c: Cost, args: tuple, out) -> str:
+        """grad_weight_macs for an op that reads no parameter and yields one of the module's parameter shapes
+        (grad_bias_adds when that reduction is not a matrix product), else grad_input_macs."""
+        produced = shape(first_tensor(out))
+        shapes = self.param_shapes.get(name, [])
+        reads_param = any(self.key(t) is not None for t in tree_leaves(args) if isinstance(t, torch.Tensor))
+        squeezed = tuple(s for s in produced if s != 1)
+        is_param = any(produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1) for s in shapes)
+        if reads_param or not is_param:
+            return "grad_input_macs"
+        return "grad_weight_macs" if c.category in CORE else "grad_bias_adds"
+
+    def row(self, name: str, category: str, foreign: bool) -> dict:
+        """A module's row; a conv or linear module's backward ops of another category (the adds of gradients
+        meeting at a fork) get a row of their own, so its row holds exactly its forward, dX and dW."""
+        key = (name, category if foreign and name in self.core_modules and category not in CORE else "")
+        row = self.acc.get(key)
+        if row is None:
+            row = self.acc[key] = {"name": LOSS if name == LOSS else root_name(name),
+                                   "module": self.classes.get(name, ""), "kinds": {}, "backward_kinds": {},
+                                   **dict.fromkeys(MACS + ADDS, 0)}
+        return row
+
+    def add(self, name: str, column: str, c: Cost, amount: int | None = None, forward: bool = False,
+            foreign: bool = False) -> None:
+        """Book a cost's MACs (in grad_bias_adds: its bias adds, or `amount`) in its module's row (see row) and in
+        the category totals."""
+        if forward and c.category in CORE:
+            self.core_modules.add(name)
+        row = self.row(name, c.category, foreign)
+        if amount is None:
+            amount = c.bias_adds if column == "grad_bias_adds" else c.macs
+        row[column] += amount
+        if forward:
+            row["bias_adds"] += c.bias_adds
+            row["kinds"][(c.kind, c.category)] = row["kinds"].get((c.kind, c.category), 0) + c.macs
+        else:
+            row["backward_kinds"].setdefault((c.kind, c.category), 0)
+            if column != "grad_bias_adds":
+                row["grad_bias_adds"] += c.bias_adds
+        key = (column, c.category)
+        self.by_category[key] = self.by_category.get(key, 0) + amount
+
+
+def fast_output(func, args: tuple, kwargs: dict | None, optimizing: bool):
+    """On meta, the output of an activation's backward or of an optimizer's elementwise update whose tensors all
+    have the first one's shape and dtype (in place: that tensor; else a new one like it), without the Python
+    kernels these ops run on meta (decompositions; `alpha` and `value` send add and friends to the references);
+    None for any other op."""
+    x = args[0] if args else None
+    name = op_name(func)
+    if not isinstance(x, torch.Tensor) or not x.is_meta or name not in (UPDATES if optimizing else GRADIENTS_LIKE):
+        return None
+    others = [t for t in (*args[1:], *(kwargs or {}).values()) if isinstance(t, torch.Tensor)]
+    if any(t.shape != x.shape or t.dtype != x.dtype for t in others):
+        return None
+    in_place = func._overloadpacket.__name__.endswith("_")
+    return x if in_place else torch.empty_like(x) if x.is_contiguous() else None
+
+
+@dataclass
+class TrainResult:
+    """Per-module MACs of one training step: forward, grad-input, grad-weight, optimizer (and bias adds)."""
+
+    model: str
+    input_shape: tuple
+    optimizer: str
+    dtype: str
+    input_grad: bool
+    table: pd.DataFrame
+    by_category: pd.DataFrame
+    unsupported: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        """Whole-step sums of the rows (train_macs = forward + grad-input + grad-weight + optimizer)."""
+        return {c: int(self.table[c].sum()) for c in COLUMNS[4:]}
+
+    def core(self, column: str) -> int:
+        """Conv + linear MACs of one column (forward_macs, grad_input_macs, ...)."""
+        return int(self.by_category.loc[list(CORE), column].sum())
+
+
+def main_kind(row: dict) -> tuple[str, str]:
+    """The forward kind (and category) with the most MACs in a row; else its first backward op's."""
+    kinds = row["kinds"] or row["backward_kinds"]
+    return max(kinds, key=lambda k: kinds[k]) if kinds else ("", "other")
+
+
+def result_table(tracer: TrainTracer, model: torch.nn.Module) -> pd.DataFrame:
+    """One row per module that ran an op (the loss last), parameters per module, integers exact."""
+    params: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        owner = pname.rpartition(".")[0]
+        params[owner] = params.get(owner, 0) + p.numel()
+    rows, order = [], {}
+    for name, _ in tracer.acc:
+        order.setdefault(name, len(order))
+    for (name, foreign), acc in sorted(tracer.acc.items(), key=lambda i: (i[0][0] == LOSS, order[i[0][0]], i[0][1])):
+        kind, category = main_kind(acc)
+        row = {"name": acc["name"], "module": acc["module"], "kind": kind, "category": category,
+               "params": 0 if foreign else params.get(name, 0), **{c: acc[c] for c in MACS + ADDS}}
+        row["train_macs"] = sum(acc[c] for c in MACS)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    ints = list(COLUMNS[4:])
+    table[ints] = table[ints].fillna(0).astype("int64")
+    return table
+
+
+def category_table(tracer: TrainTracer) -> pd.DataFrame:
+    """MACs (bias adds for grad_bias_adds) per category and column; every category a row, zeros included."""
+    from cnncost.formulas import CATEGORIES
+    columns = [*MACS, "grad_bias_adds"]
+    data = {c: [tracer.by_category.get((c, cat), 0) for cat in CATEGORIES] for c in columns}
+    return pd.DataFrame(data, index=list(CATEGORIES), dtype="int64")
+
+
+def prime(optimizer: torch.optim.Optimizer) -> None:
+    """Give the optimizer the state its first step creates (SGD's momentum buffers, AdamW's step and moments),
+    so the step traced is a steady-state one (the first copies gradients into new buffers instead). Built
+    directly for SGD and AdamW (a step on meta runs slow Python kernels); other optimizers take one step on zero
+    gradients."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if isinstance(optimizer, torch.optim.SGD) and group["momentum"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) and not group.get("amsgrad"):
+                optimizer.state[p].update(step=torch.tensor(0.0, dtype=torch.float32),
+                                          exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                                          exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
+            elif not isinstance(optimizer, torch.optim.SGD):
+                p.grad = torch.zeros_like(p)
+    if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def check_args(optimizer: str, dtype: str) -> None:
+    """Optimizer and dtype must be known: one line otherwise."""
+    if optimizer not in OPTIMIZERS:
+        raise CnnCostError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if dtype not in AUTOCAST:
+        raise CnnCostError(f"--dtype must be one of {', '.join(AUTOCAST)}, got {dtype!r}")
+
+
+def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
+                   dtype: str = "fp32", input_grad: bool = False, name: str = "model",
+                   device: str = "meta") -> TrainResult:
+    """Trace one steady-state training step of a model (forward, cross-entropy, backward, optimizer) per module."""
+    check_args(optimizer, dtype)
+    inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    inputs = tuple(x.detach().requires_grad_(input_grad) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                   else x for x in inputs)
+    opt = make_optimizer(model, optimizer)
+    prime(opt)
+    tracer = TrainTracer(model, opt)
+    handles = [opt.register_step_pre_hook(tracer.start_optimizer)]
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(tracer.enter(path, module)))
+        handles.append(module.register_forward_hook(tracer.leave, always_call=True))
+    try:
+        with tracer:
+            training_step(model, inputs, targets, opt, dtype, device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    shape_ = tuple(inputs[0].shape) if isinstance(inputs[0], torch.Tensor) else ()
+    result = TrainResult(name, shape_, optimizer, dtype, input_grad, result_table(tracer, model),
+                         category_table(tracer), dict(tracer.unsupported))
+    if tracer.unsupported:
+        ops = ", ".join(f"{op} x{n}" for op, n in tracer.unsupported.items())
+        result.notes.append(f"ops with no formula, counted as 0: {ops}")
+    return result
+
+
+def targets_for(batch: int, device: str = "meta") -> torch.Tensor:
+    """Class labels for a batch (values do not matter to the counts)."""
+    return torch.zeros(batch, dtype=torch.long, device=device)
+
+
+def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd", dtype: str = "fp32",
+          input_grad: bool = False) -> TrainResult:
+    """Trace a model source's training step on the meta device at an input size and batch."""
+    from cnncost.trace.models import one_line
+    check_args(optimizer, dtype)
+    model = source.build("meta")
+    x = source.input(batch, size, "meta")
+    try:
+        result = trace_training(model, x, targets_for(batch), optimizer, dtype, input_grad, source.name)
+    except CnnCostError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user models fail in any way: one line
+        raise CnnCostError(f"{source.name}: training step failed on the meta device: {one_line(e)}") from None
+    result.notes = source.notes + result.notes
+    return result
