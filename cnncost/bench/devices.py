@@ -77,6 +77,18 @@ DEVICES = (
 )
 
 
+# Memory per device in GiB (the data sheets' "80GB" of HBM is 80 GiB; torch reports a little less as usable,
+# e.g. 79.2 GiB on an H100 80GB). V100 and T4 came in 16 GB (V100 also 32 GB): the smaller is listed.
+MEMORY_GIB = {"h100-nvl": 94, "h100-pcie": 80, "h100-sxm": 80, "h200-nvl": 141, "h200": 141,
+              "a100-80gb-sxm": 80, "a100-80gb-pcie": 80, "a100-40gb": 40, "l40s": 48, "l4": 24, "a10": 24,
+              "rtx4090": 24, "rtx3090": 24, "v100-pcie": 16, "v100": 16, "t4": 16, "mi300x": 192}
+
+
+def memory_bytes(key: str) -> int:
+    """A device's memory in bytes, by key or name (h100-sxm -> 80 GiB)."""
+    return MEMORY_GIB[by_key(key).key] * 2**30
+
+
 def match(device_name: str) -> Device | None:
     """The table entry for a device name as torch reports it ('NVIDIA H100 80GB HBM3' -> h100-sxm), or None."""
     for device in DEVICES:

@@ -10,11 +10,11 @@ from cnncost.output import write_atomic
 def reports(out: Path, verify_models=None, results: Path = Path("results")) -> list[tuple[str, str, str]]:
     """Write every report under out; return (file, title, one-line description) for the index."""
     from cnncost import progress
-    from cnncost.report import benchmarks, lessons, model, overview, verification
+    from cnncost.report import benchmarks, lessons, model, overview, training, verification
     from cnncost.specs import MODELS
 
     written = []
-    with progress.bar("report", total=4 + len(MODELS)) as bar:
+    with progress.bar("report", total=5 + len(MODELS)) as bar:
 
         def put(name: str, title: str, about: str, make) -> None:
             bar.working(name)
@@ -30,6 +30,9 @@ def reports(out: Path, verify_models=None, results: Path = Path("results")) -> l
             "difference explained", lambda: verification.report(out, verify_models))
         put("benchmarks.md", "Benchmarks", "measured throughput from results/*.csv, each labelled with its device",
             lambda: benchmarks.report(out, results))
+        put("training.md", "Training", "a training step traced per lecture model: MACs against inference, "
+            "memory against batch, largest batch per GPU, 90-epoch cost; DenseNet's memory",
+            lambda: training.report(out))
         for name in MODELS:
             put(f"models/{name}.md", name, "per-stage table, ten costliest layers, op mix, roofline",
                 lambda name=name: model.report(name, out))

@@ -91,6 +91,8 @@ def dense_section(figures: Path) -> str:
         "a 3x3 conv to k. Parameters stay small, but torchvision's layer concatenates its inputs again "
         "(`torch.cat` in `bn_function`) so the bytes read grow quadratically with the block's length:\n\n"
         + table(rows) + "\n" + image("figures/densenet121_concat.png", "DenseNet concatenation") + "\n"
+        "What these concatenations hold in memory during training, and what `memory_efficient=True` saves in "
+        "bytes and costs in recomputed MACs: [training.md](training.md#densenet-what-the-concatenations-hold).\n"
     )
 
 
