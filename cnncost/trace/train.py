@@ -31,12 +31,14 @@ from cnncost.formulas import CORE, Cost
 from cnncost.trace.counter import COMPOSITES, Tracer
 from cnncost.trace.kinds import root_name
 from cnncost.trace.ops import first_tensor, layer_of, op_name, shape
-from cnncost.trace.step import AUTOCAST, OPTIMIZERS, make_optimizer, training_step
+from cnncost.trace.step import AUTOCAST, OPTIMIZERS, make_optimizer, prime, training_step
 
 SOURCE = "cnncost train"
 LOSS = "(loss)"
 MACS = ("forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs", "optimizer_macs")
 ADDS = ("bias_adds", "grad_bias_adds")
+# The columns that scale with the images of a step (the optimizer's MACs are per step, not per image).
+STEP_PHASES = ("forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs")
 COLUMNS = ("name", "module", "kind", "category", "params", *MACS, "train_macs", *ADDS)
 # Ops that only mark or allocate (the optimizer's profiler markers, autograd's gradient buffers).
 MARKERS = frozenset({"_record_function_enter_new", "_record_function_exit", "_record_function_enter",
@@ -55,12 +57,12 @@ class TrainTracer(Tracer):
         super().__init__(model)
         self.optimizer = optimizer
         self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
-        self.param_shapes: dict[str, list[tuple]] = {}
+        self.param_shapes: dict[str, list[tuple[str, tuple]]] = {}  # module -> (parameter's own name, shape)
         self.param_owner: dict[int, str] = {}
         for pname, p in model.named_parameters():
-            owner = pname.rpartition(".")[0]
+            owner, _, leaf = pname.rpartition(".")
             self.param_owner[id(p)] = owner
-            self.param_shapes.setdefault(owner, []).append(tuple(p.shape))
+            self.param_shapes.setdefault(owner, []).append((leaf, tuple(p.shape)))
         self.spans: list[tuple[int, int, str]] = []  # (first, end) autograd sequence numbers per module call
         self.open: list[int] = []
         self.node_owner: dict[int, str] | None = None
@@ -187,16 +189,18 @@ class TrainTracer(Tracer):
         self.add(name, column, c, c.macs + c.bias_adds if bias else None, foreign=not bias)
 
     def gradient_column(self, name: str, c: Cost, args: tuple, out) -> str:
-        """grad_weight_macs for an op that reads no parameter and yields one of the module's parameter shapes
-        (grad_bias_adds when that reduction is not a matrix product), else grad_input_macs."""
+        """grad_weight_macs for an op that reads no parameter and yields one of the module's parameter shapes,
+        grad_bias_adds when that parameter is a bias (the sum of dY), else grad_input_macs. Where a weight and a
+        bias have that shape, a matrix product makes the weight's gradient and any other reduction the bias's."""
         produced = shape(first_tensor(out))
-        shapes = self.param_shapes.get(name, [])
         reads_param = any(self.key(t) is not None for t in tree_leaves(args) if isinstance(t, torch.Tensor))
         squeezed = tuple(s for s in produced if s != 1)
-        is_param = any(produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1) for s in shapes)
-        if reads_param or not is_param:
+        matches = {"bias" in leaf for leaf, s in self.param_shapes.get(name, [])
+                   if produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1)}
+        if reads_param or not matches:
             return "grad_input_macs"
-        return "grad_weight_macs" if c.category in CORE else "grad_bias_adds"
+        is_bias = matches == {True} or (len(matches) == 2 and c.category not in CORE)
+        return "grad_bias_adds" if is_bias else "grad_weight_macs"
 
     def row(self, name: str, category: str, foreign: bool) -> dict:
         """A module's row; a conv or linear module's backward ops of another category (the adds of gradients
@@ -304,26 +308,6 @@ def category_table(tracer: TrainTracer) -> pd.DataFrame:
     return pd.DataFrame(data, index=list(CATEGORIES), dtype="int64")
 
 
-def prime(optimizer: torch.optim.Optimizer) -> None:
-    """Give the optimizer the state its first step creates (SGD's momentum buffers, AdamW's step and moments),
-    so the step traced is a steady-state one (the first copies gradients into new buffers instead). Built
-    directly for SGD and AdamW (a step on meta runs slow Python kernels); other optimizers take one step on zero
-    gradients."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if isinstance(optimizer, torch.optim.SGD) and group["momentum"]:
-                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) and not group.get("amsgrad"):
-                optimizer.state[p].update(step=torch.tensor(0.0, dtype=torch.float32),
-                                          exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
-                                          exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
-            elif not isinstance(optimizer, torch.optim.SGD):
-                p.grad = torch.zeros_like(p)
-    if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
 def check_args(optimizer: str, dtype: str) -> None:
     """Optimizer and dtype must be known: one line otherwise."""
     if optimizer not in OPTIMIZERS:
@@ -362,6 +346,14 @@ def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimi
     return result
 
 
+# Models whose loss needs more than class ids (the step's cross-entropy takes class ids, per image or per pixel).
+UNTRAINABLE = {"images": "detection models train on boxes and labels per image (targets cnncost does not make); "
+                         "trace its forward with `cnncost trace`",
+               "image_pair": "optical flow trains on an end-point error against flow targets, not a cross-entropy; "
+                             "trace its forward with `cnncost trace`"}
+SINGLE_VALUE_HINT = " (a batch norm over one value per channel cannot train: use --batch 2 or more)"
+
+
 def targets_for(batch: int, device: str = "meta") -> torch.Tensor:
     """Class labels for a batch (values do not matter to the counts)."""
     return torch.zeros(batch, dtype=torch.long, device=device)
@@ -372,6 +364,8 @@ def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd
     """Trace a model source's training step on the meta device at an input size and batch."""
     from cnncost.trace.models import one_line
     check_args(optimizer, dtype)
+    if source.layout in UNTRAINABLE:
+        raise CnnCostError(f"{source.name}: cannot trace a training step: {UNTRAINABLE[source.layout]}")
     model = source.build("meta")
     x = source.input(batch, size, "meta")
     try:
@@ -379,6 +373,7 @@ def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd
     except CnnCostError:
         raise
     except Exception as e:  # noqa: BLE001 - user models fail in any way: one line
-        raise CnnCostError(f"{source.name}: training step failed on the meta device: {one_line(e)}") from None
+        hint = SINGLE_VALUE_HINT if "more than 1 value per channel" in str(e) else ""
+        raise CnnCostError(f"{source.name}: training step failed on the meta device: {one_line(e)}{hint}") from None
     result.notes = source.notes + result.notes
     return result
