@@ -837,4 +837,77 @@ def nll_loss_backward(in_shape: Shape) -> Cost:
     return backward("nll_loss_backward", "other", in_shape, [("grad_input", grad)])
 
 
+@formula("nll_loss2d")
+def nll_loss2d(in_shape: Shape) -> Cost:
+    """Per-pixel NLL loss on N x C x H x W log-probabilities: 1 add per pixel (N H W), as nll_loss with C last."""
+    return nll_loss((in_shape[0], *in_shape[2:], in_shape[1]))
+
+
+@formula("nll_loss2d_backward")
+def nll_loss2d_backward(in_shape: Shape) -> Cost:
+    """Per-pixel NLL loss backward: -dL / (N H W) written at each pixel's target, 1 op per pixel."""
+    return nll_loss_backward((in_shape[0], *in_shape[2:], in_shape[1]))
+
+
+@formula("upsample_backward")
+def upsample_backward(in_shape: Shape, forward: str = "upsample_nearest", **resample) -> Cost:
+    """Interpolation backward: each output's gradient added to its taps with their weights: the forward's MACs."""
+    f = cost(forward, in_shape, **resample)
+    grad = gradient(f"{forward}_grad_input", "pool", f.out_shape, in_shape, macs=f.macs)
+    return backward(f"{forward}_backward", "pool", in_shape, [("grad_input", grad)])
+
+
+@formula("grid_sample_backward")
+def grid_sample_backward(in_shape: Shape, grid: Shape, mode: str = "bilinear",
+                         output_mask: Sequence[bool] = (True, True)) -> Cost:
+    """Grid sampling backward: dX adds each output's gradient to its taps, dGrid weighs the taps: forward MACs each."""
+    f = grid_sample(in_shape, grid, mode)
+    parts = [gradient("grid_sample_grad_input", "pool", f.out_shape, in_shape, macs=f.macs),
+             gradient("grid_sample_grad_grid", "pool", f.out_shape, grid, macs=f.macs, read=math.prod(in_shape))]
+    return backward("grid_sample_backward", "pool", in_shape,
+                    [("grad_input", p) for p, wanted in zip(parts, output_mask) if wanted])
+
+
+@formula("embedding_backward")
+def embedding_backward(in_shape: Shape, num_weights: int, embedding_dim: int) -> Cost:
+    """Embedding backward: dW[i] += dY row of each index i (scatter-add): 1 add per gathered element (indices x dim)."""
+    gathered = math.prod(in_shape) * embedding_dim
+    grad = gradient("embedding_grad_weight", "other", (*in_shape, embedding_dim), (num_weights, embedding_dim),
+                    macs=gathered, read=math.prod(in_shape))
+    return backward("embedding_backward", "other", in_shape, [("grad_weight", grad)])
+
+
+@formula("prelu_backward")
+def prelu_backward(in_shape: Shape, num_parameters: int = 1) -> Cost:
+    """PReLU backward: dX = dY (x > 0 ? 1 : a), 1 op/element; dA's terms dY x where x < 0, 1 op/element (summed after)."""
+    n = math.prod(in_shape)
+    parts = [("grad_input", gradient("prelu_grad_input", "activation", in_shape, in_shape, macs=n, read=n)),
+             ("grad_weight", gradient("prelu_grad_weight", "activation", in_shape, in_shape, macs=n, read=n))]
+    return backward("prelu_backward", "activation", in_shape, parts)
+
+
+SOFTMAX_BACKWARD_OPS = 4  # per score: P recomputed from the log-sum-exp (scale, exp), dS = P (dP - D) (2)
+
+
+@formula("attention_backward")
+def attention_backward(in_shape: Shape, key: Shape, value: Shape, mask: Shape | None = None) -> Cost:
+    """Fused attention backward: S = Q K^T again, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q + 4 ops/score."""
+    key, value = check_shape(key), check_shape(value)
+    f = attention(in_shape, key, value)  # Q K^T (L S E) + P V (L S Ev)
+    (length, width), source, value_width = in_shape[-2:], key[-2], value[-1]
+    heads = math.prod(in_shape[:-2])
+    scores = (*in_shape[:-1], source)
+    products = Cost("attention_grad", "linear", in_shape, in_shape,
+                    macs=heads * length * source * (3 * width + 2 * value_width),
+                    input_elements=f.input_elements + 2 * math.prod(f.out_shape))
+    softmax_part = gradient("attention_softmax_grad", "activation", scores, scores,
+                            macs=SOFTMAX_BACKWARD_OPS * math.prod(scores))
+    return backward("attention_backward", "other", in_shape, [("grad_input", products), ("grad_input", softmax_part)])
+
+
+# Ops only a backward runs (the gradients of prod and abs): 1 op per element, as the unary ops above.
+for _kind in ("cumprod", "sgn"):
+    formula(_kind)(specialise(unary, kind=_kind))
+
+
 # (formulas for aten backward ops go above this line)

@@ -3,14 +3,13 @@
 One place for the counting: the analytic spec when the model is registered, else our meta-device tracer (no
 memory, no weights). Models are named and built by the tracer's loader (registry names and aliases,
 torchvision names, `file.py:factory`). Only conv + linear MACs enter the per-image counts: the "core", the
-convention of MFU and of torchvision's `_ops`.
+convention of MFU and of torchvision's `_ops`. A training step's count is traced (forward + backward), not a rule.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 from cnncost.errors import CnnCostError
-from cnncost.formulas import CORE
 
 
 def model_source(name: str):
@@ -42,14 +41,19 @@ def per_layer(name: str, size: int, runs: bool = True):
     return trace(source, batch=1, size=size)
 
 
-def core_training_macs(result) -> int:
-    """Conv + linear MACs of forward + backward, by the per-kind rules of traincost."""
-    from cnncost.bench.traincost import training_table
-    table = training_table(result.table)
-    return int(table.train_macs[table.category.isin(CORE)].sum())
+TRACE_BATCH = 2  # a batch norm trains only on more than one value per channel; conv + linear MACs scale with it
+
+
+@lru_cache(maxsize=None)
+def traced_training_macs(name: str, size: int) -> int:
+    """Conv + linear MACs per image of a training step traced on meta (cnncost.trace.train): forward + grad-input
+    + grad-weight (+ what checkpointing recomputes), the image needing no gradient, as bench's timed step."""
+    from cnncost.trace.train import STEP_PHASES, train
+    result = train(model_source(name), batch=TRACE_BATCH, size=size)
+    return sum(result.core(phase) for phase in STEP_PHASES) // TRACE_BATCH
 
 
 def macs_per_image(name: str, size: int, train: bool = False) -> tuple[int, str]:
-    """(conv + linear MACs of one image, where the count came from); train adds the backward pass."""
+    """(conv + linear MACs of one image, where the forward count came from); train: of a traced training step."""
     result = per_layer(name, size)
-    return (core_training_macs(result) if train else result.core_macs), result.source
+    return (traced_training_macs(name, size) if train else result.core_macs), result.source

@@ -7,8 +7,9 @@ the training tracer tells their grad-input from their grad-weight.
 """
 from __future__ import annotations
 
-from cnncost.trace.ops import Handler, Layer, handles, ints, shape
-from cnncost.trace.ops_nn import adaptive_pool, avg_pool, conv, max_pool
+from cnncost.trace.ops import Handler, Layer, handles, shape
+from cnncost.trace.ops_math import unary
+from cnncost.trace.ops_nn import GRID_MODES, adaptive_pool, avg_pool, conv, max_pool
 
 
 @handles("convolution_backward")
@@ -59,7 +60,7 @@ def activation_backward(activation: str) -> Handler:
 
 
 for _name in ("silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh", "elu", "leaky_relu", "softplus",
-              "mish", "log_sigmoid"):
+              "mish", "log_sigmoid", "hardshrink", "softshrink", "glu", "rrelu_with_noise"):
     handles(f"{_name}_backward")(activation_backward(_name))
 
 
@@ -99,6 +100,11 @@ for _rank in (1, 2, 3):
     handles(f"adaptive_max_pool{_rank}d_backward")(pool_backward(adaptive_pool, _rank, "max"))
 
 
+# Ops that only a backward runs: prod's gradient (cumprod) and abs's (sgn), 1 op per element.
+for _name in ("cumprod", "sgn"):
+    handles(_name)(unary(_name))
+
+
 @handles("native_dropout_backward")
 def dropout_backward(args: tuple, out) -> Layer:
     """native_dropout_backward(dY, mask, scale)."""
@@ -124,3 +130,84 @@ def nll_loss(args: tuple, out) -> Layer:
 def nll_loss_backward(args: tuple, out) -> Layer:
     """nll_loss_backward(dL, log_probs, target, weight, reduction, ignore_index, total_weight)."""
     return "nll_loss_backward", shape(args[1]), {}
+
+
+@handles("nll_loss2d_forward")
+def nll_loss2d(args: tuple, out) -> Layer:
+    """nll_loss2d_forward(log_probs N x C x H x W, target N x H x W, weight, reduction, ignore_index): per pixel."""
+    return "nll_loss2d", shape(args[0]), {}
+
+
+@handles("nll_loss2d_backward")
+def nll_loss2d_backward(args: tuple, out) -> Layer:
+    """nll_loss2d_backward(dL, log_probs, target, weight, reduction, ignore_index, total_weight)."""
+    return "nll_loss2d_backward", shape(args[1]), {}
+
+
+# -- the backward of the ops issue 10 added ------------------------------------------------------------------
+
+UPSAMPLE_MODES = {"upsample_nearest": "nearest", "_upsample_nearest_exact": "nearest-exact",
+                  "upsample_linear": "linear", "upsample_bilinear": "bilinear", "upsample_bicubic": "bicubic",
+                  "upsample_trilinear": "trilinear"}
+
+
+def upsample_backward(mode: str) -> Handler:
+    """upsample_<mode>_backward(dY, output_size, input_size, ...): the forward interpolation of input_size."""
+    kind = "upsample_" + mode.replace("-", "_")
+    return lambda args, out: ("upsample_backward", tuple(args[2]), {"forward": kind, "size": tuple(args[1])})
+
+
+for _op, _mode in UPSAMPLE_MODES.items():
+    ranks = {"linear": (1,), "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}.get(_mode, (1, 2, 3))
+    handles(*(f"{_op}{r}d_backward" for r in ranks))(upsample_backward(_mode))
+handles("_upsample_bilinear2d_aa_backward")(upsample_backward("bilinear"))
+handles("_upsample_bicubic2d_aa_backward")(upsample_backward("bicubic"))
+
+
+@handles("grid_sampler_2d_backward", "grid_sampler_3d_backward")
+def grid_sampler_backward(args: tuple, out) -> Layer:
+    """grid_sampler_{2,3}d_backward(dY, input, grid, interpolation_mode, padding_mode, align_corners, output_mask)."""
+    return "grid_sample_backward", shape(args[1]), {"grid": shape(args[2]), "mode": GRID_MODES[args[3]],
+                                                    "output_mask": tuple(args[6])}
+
+
+@handles("embedding_dense_backward")
+def embedding_backward(args: tuple, out) -> Layer:
+    """embedding_dense_backward(dY, indices, num_weights, padding_idx, scale_grad_by_freq)."""
+    return "embedding_backward", shape(args[1]), {"num_weights": int(args[2]), "embedding_dim": dY_width(args[0])}
+
+
+@handles("_embedding_bag_backward", "_embedding_bag_dense_backward")
+def embedding_bag_backward(args: tuple, out) -> Layer:
+    """_embedding_bag_(dense_)backward(dY (bags x dim), indices, ...): every index's row gets its bag's gradient."""
+    return "embedding_backward", shape(args[1]), {"num_weights": out.shape[0], "embedding_dim": dY_width(args[0])}
+
+
+def dY_width(grad) -> int:
+    """An embedding's width: the last dim of its output's gradient."""
+    return int(grad.shape[-1])
+
+
+@handles("_prelu_kernel_backward")
+def prelu_backward(args: tuple, out) -> Layer:
+    """_prelu_kernel_backward(dY, x, weight) -> (dX, dA per element, summed to the slopes afterwards)."""
+    return "prelu_backward", shape(args[1]), {"num_parameters": args[2].numel()}
+
+
+# Data movement: the gradient of a pad scattered back (reflected edges added in), no arithmetic counted.
+handles(*(f"{mode}_pad{rank}d_backward" for mode in ("reflection", "replication") for rank in (1, 2, 3)))(scattered)
+
+
+def fused_attention_backward(layout: str) -> Handler:
+    """A fused attention backward (dO, q, k, v, ...): q, k, v as (B, H, L, E) (layout BHLE) or (B, L, H, E)."""
+    def handler(args: tuple, out) -> Layer:
+        q, k, v = (shape(x) if layout == "BHLE" else (x.shape[0], x.shape[2], x.shape[1], x.shape[3])
+                   for x in args[1:4])
+        return "attention_backward", tuple(q), {"key": tuple(k), "value": tuple(v)}
+    return handler
+
+
+handles("_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_flash_attention_backward",
+        "_scaled_dot_product_efficient_attention_backward", "_scaled_dot_product_cudnn_attention_backward",
+        "_scaled_dot_product_fused_attention_overrideable_backward")(fused_attention_backward("BHLE"))
+handles("_flash_attention_backward", "_efficient_attention_backward")(fused_attention_backward("BLHE"))

@@ -150,16 +150,21 @@ class MetaAutocast(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-# (H7) torchvision's segmentation reference (references/segmentation/train.py): loss = out + 0.5 aux.
+# (H7) torchvision's references: segmentation loss = out + 0.5 aux (references/segmentation/train.py); with
+# auxiliary classifiers, GoogLeNet's loss = logits + 0.3 (aux1 + aux2), Inception v3's logits + 0.4 aux.
 HEAD_WEIGHTS = {"out": 1.0, "aux": 0.5}
+AUX_WEIGHTS = {"GoogLeNetOutputs": 0.3, "InceptionOutputs": 0.4}
 
 
 def training_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
     """(H7) Cross-entropy of a classifier's logits (N x C; the first of a tuple, or .logits), or of a segmentation
-    model's dict of per-pixel logits (N x C x H x W, each class id of `targets` at every pixel), heads weighted as
-    torchvision's reference."""
+    model's dict of per-pixel logits (N x C x H x W, each class id of `targets` at every pixel); auxiliary heads
+    weighted as torchvision's references."""
     if isinstance(outputs, dict):
         return sum(HEAD_WEIGHTS.get(k, 1.0) * training_loss(v, targets) for k, v in outputs.items())
+    aux = AUX_WEIGHTS.get(type(outputs).__name__)
+    if aux and all(isinstance(t, torch.Tensor) for t in outputs):
+        return training_loss(outputs[0], targets) + aux * sum(training_loss(t, targets) for t in outputs[1:])
     logits = outputs[0] if isinstance(outputs, (tuple, list)) else getattr(outputs, "logits", outputs)
     if logits.dim() > 2 and targets.dim() == 1:  # per pixel: the image's class id at each of its pixels
         targets = targets.view(-1, *[1] * (logits.dim() - 2)).expand(logits.shape[0], *logits.shape[2:])
