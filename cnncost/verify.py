@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import pandas as pd
 
@@ -19,91 +20,299 @@ from cnncost.result import Result
 from cnncost.trace.kinds import MODULE_KINDS
 
 FLAGGED = "MISMATCH|unexplained|paper vs implementation"
-TOOL_NAMES = {"fvcore": "fvcore", "ptflops": "ptflops", "ptflops-aten": "ptflops (aten)", "torch": "torch"}
+TOOL_NAMES = {"fvcore": "fvcore", "ptflops": "ptflops", "ptflops-aten": "ptflops (aten)", "torch": "torch",
+              "fvcore-activations": "fvcore (activations)", "thop": "thop", "deepspeed": "DeepSpeed",
+              "deepspeed-flops": "DeepSpeed (FLOPs)"}
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How a tool counts one of our rows: factor x a quantity of the row; and, when that is not our MACs, why."""
+    """How a tool counts one of our rows: factor x a quantity of the row; and, when that is not our MACs, why.
 
-    quantity: str = "macs"  # macs | macs+bias | out (output elements) | in (input elements) | zero
+    `plain` is the factor for a layer without affine parameters (norms), where a tool counts those apart;
+    `rank` limits the rule to inputs of that many spatial dims (the tool has a handle for that rank only;
+    other ranks count 0)."""
+
+    quantity: str = "macs"  # a key of QUANTITIES
     factor: int = 1
     cause: str = ""
     why: str = ""
+    plain: int | None = None
+    rank: int | None = None
 
     def count(self, row) -> int:
         """The tool's count for one traced row."""
-        amounts = {"macs": row.macs, "macs+bias": row.macs + row.bias_adds, "out": row.activations,
-                   "in": elements(row.in_shape), "zero": 0}
-        return self.factor * amounts[self.quantity]
+        if self.rank is not None and len(shape_of(row.in_shape)) - 2 != self.rank:
+            return 0
+        factor = self.factor if self.plain is None or affine(row) else self.plain
+        return factor * QUANTITIES[self.quantity](row)
+
+
+def shape_of(shape_text: str) -> tuple[int, ...]:
+    """A shape written 1x64x56x56 as a tuple (() for none)."""
+    return tuple(int(s) for s in shape_text.split("x")) if shape_text else ()
 
 
 def elements(shape_text: str) -> int:
     """Elements of a shape written 1x64x56x56 (0 for none)."""
-    return math.prod(int(s) for s in shape_text.split("x")) if shape_text else 0
+    return math.prod(shape_of(shape_text)) if shape_text else 0
+
+
+def affine(row) -> bool:
+    """Whether a norm row has weights: its formula reads them besides its input, so it reads more bytes than it
+    writes exactly when it has them (functional weights included, which are no parameters of the model)."""
+    return row.bytes_read > row.bytes_written
+
+
+def folded(row) -> bool:
+    """A norm row folded to one MAC per element (inference batch norm), not computing batch statistics."""
+    return row.macs == row.activations
+
+
+def read_elements(row) -> int:
+    """The elements a row's ops read, every op of a merged row included (bytes read over bytes per element; for
+    layers without parameters: pools)."""
+    per_element = row.bytes_written // row.activations if row.activations else 1
+    return row.bytes_read // max(per_element, 1)
+
+
+# What a rule counts, from one traced row.
+QUANTITIES = {
+    "macs": lambda r: r.macs,
+    "macs+bias": lambda r: r.macs + r.bias_adds,
+    "flops+bias": lambda r: 2 * r.macs + r.bias_adds,  # FLOPs = 2 x MACs, plus one add per bias add
+    "out": lambda r: r.activations,
+    "in": read_elements,  # input elements (of a pool: no parameters among the bytes it reads)
+    "folded x2": lambda r: r.macs * (2 if affine(r) and folded(r) else 1),
+    # ptflops's MultiheadAttention hook on the attention row: the two products, the query scaling (one op per
+    # query element = the output's elements) and one op per softmax element (B H Lq Lk = MACs / (E + Ev))
+    "ptflops mha": lambda r: r.macs + r.activations + r.macs // (shape_of(r.in_shape)[-1]
+                                                                 + shape_of(r.out_shape)[-1]),
+    "zero": lambda r: 0,
+}
 
 
 def not_counted(tool: str, what: str = "") -> dict[str, Rule]:
     """Rules for a tool that skips every non-core category."""
-    label = {"norm": "batch norm", "activation": "activations", "pool": "pooling", "elementwise": "elementwise ops"}
+    label = {"norm": "normalization", "activation": "activations", "pool": "pooling and resampling",
+             "elementwise": "elementwise ops", "other": "losses and other ops"}
     return {f"*{c}": Rule("zero", 0, f"{label[c]} not counted", what or f"{tool} has no count for {label[c]}")
             for c in label}
 
 
+def skipped(cause: str, why: str) -> Rule:
+    """A tool that counts nothing for this kind."""
+    return Rule("zero", 0, cause, why)
+
+
+SAME = Rule()
 FVCORE_SKIPS = "fvcore has no handle for aten::{} and skips it (it lists it among unsupported ops)"
 BIAS = Rule("macs+bias", 1, "bias adds", "counts the bias adds with the conv/linear (cnncost: bias_adds column)")
 DOUBLE = ("ptflops counts nn.{module} in its module hook and again in its patch of F.{fn}, which nn.{module} "
           "calls")
+FOLDED_X2 = ("counts inference batch norm with weights as 2 ops per element (scale, then shift), without as 1; "
+             "cnncost books 1 MAC (it folds into one multiply-add); with batch statistics both count 4 per "
+             "element, +1 with weights")
+ATTENTION_NOT_PATCHED = "{} does not patch F.scaled_dot_product_attention (nor the kernels it runs)"
+MEAN = ("a mean over every spatial dim is a global average pool to cnncost (the op F.adaptive_avg_pool2d(x, 1) "
+        "runs as) but {}")
+PTFLOPS_MHA = ("ptflops's nn.MultiheadAttention hook counts the projections with their bias adds, both products, one "
+               "op per softmax element and one per query element (its scaling)")
+PTFLOPS_BN = ("ptflops's bn hook (BatchNorm, InstanceNorm, GroupNorm, LayerNorm) counts {} per input element "
+              "whatever the mode")
+# The rules, read from each tool's source: fvcore/nn/flop_count.py (_DEFAULT_SUPPORTED_OPS) and jit_handles.py;
+# fvcore/nn/activation_count.py; ptflops/pytorch_ops.py (MODULES_MAPPING, FUNCTIONAL_MAPPING, TENSOR_OPS_MAPPING)
+# and aten_ops.py; torch/utils/flop_counter.py (its registry); thop/profile.py and vision/basic_hooks.py;
+# deepspeed/profiling/flops_profiler/profiler.py. A key is a kind, a kind prefix ending in '*' (every rank:
+# 'conv*' is conv1d/2d/3d), either with '@hooked' when the row is the call of a module class the tool hooks
+# (MODULE_KINDS); a kind in a module class ('linear@MultiheadAttention'); '*@attention' for attention's scaling
+# and softmax; or '*category'. The most specific key wins (rule_keys).
 RULES: dict[str, dict[str, Rule]] = {
     "fvcore": {
-        "batchnorm2d": Rule("out", 2, "batch norm counted x2", "fvcore counts inference batch norm as 2 ops per "
-                            "element (scale, then shift); cnncost books 1 MAC (it folds into one multiply-add)"),
+        "batchnorm*": Rule("folded x2", 1, "batch norm counted x2", "fvcore's batchnorm_flop_jit " + FOLDED_X2),
+        "lrn": skipped("local response norm not counted", FVCORE_SKIPS.format("pow/avg_pool3d/div (LRN's ops)")),
         "adaptive_avgpool2d": Rule("in", 1, "pooling counted", "fvcore counts adaptive average pooling as 1 op "
                                    "per input element"),
-        "relu": Rule("zero", 0, "activations not counted", "fvcore lists relu among its free ops"),
-        "*activation": Rule("zero", 0, "activations not counted", FVCORE_SKIPS.format("silu/sigmoid/...")),
-        "*pool": Rule("zero", 0, "pooling not counted", FVCORE_SKIPS.format("max_pool2d/avg_pool2d")),
-        "*elementwise": Rule("zero", 0, "elementwise ops not counted", FVCORE_SKIPS.format("add/mul")),
+        "adaptive_avgpool2d:aten.mean": skipped("mean not counted", MEAN.format(FVCORE_SKIPS.format("mean"))),
+        "upsample_nearest": Rule("out", 1, "upsampling counted", "fvcore counts upsample_nearest2d as 1 op per "
+                                 "output element; it has no handle for 1-d or 3-d", rank=2),
+        "upsample_bilinear": Rule("out", 4, "upsampling counted", "fvcore counts upsample_bilinear2d as 4 ops "
+                                  "per output element", rank=2),
+        "grid_sample": Rule("out", 4, "grid sampling counted as 4 per output", "fvcore counts aten::grid_sampler "
+                            "as 4 ops per output element, whatever the mode (cnncost: output elements x taps)"),
+        "relu": skipped("activations not counted", "fvcore lists relu among its free ops"),
+        "attention": skipped("attention not counted", FVCORE_SKIPS.format("scaled_dot_product_attention")),
+        "*activation": skipped("activations not counted", FVCORE_SKIPS.format("silu/sigmoid/softmax/...")),
+        "*pool": skipped("pooling not counted", FVCORE_SKIPS.format("max_pool2d/avg_pool2d/upsample_*")),
+        "*elementwise": skipped("elementwise ops not counted", FVCORE_SKIPS.format("add/mul/sub/div/...")),
+        "*other": skipped("losses and other ops not counted", FVCORE_SKIPS.format("nll_loss/...")),
+    },
+    "fvcore-activations": {
+        "conv*": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
+                      "conv and matrix multiply"),
+        "linear": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
+                       "conv and matrix multiply"),
+        "attention": skipped("attention not counted", "fvcore's activation count has no handle for "
+                             "scaled_dot_product_attention"),
+        **not_counted("fvcore-activations", "fvcore's activation count covers convs and matrix multiplies "
+                      "only"),
     },
     "ptflops": {
         **not_counted("ptflops"),
-        "conv2d@hooked": BIAS, "linear@hooked": BIAS,
-        "conv2d": Rule("zero", 0, "functional conv not counted", "ptflops does not see F.conv2d"),
-        "linear": Rule("zero", 0, "functional linear not counted", "ptflops does not see F.linear / matmul"),
-        "batchnorm2d@hooked": Rule("out", 2, "batch norm counted x2", "ptflops counts batch norm as 2 ops per "
-                                   "element (scale, then shift); cnncost books 1 MAC"),
+        "conv*@hooked": BIAS, "conv_transpose*@hooked": BIAS, "linear@hooked": BIAS,
+        "conv*": skipped("conv not hooked", "ptflops counts a convolution only in its hook of the exact classes "
+                         "nn.Conv1d/2d/3d and nn.ConvTranspose1d/2d/3d: not F.conv*, not a subclass (torchvision's "
+                         "Conv3DSimple)"),
+        "attention@hooked": Rule("ptflops mha", 1, "attention counted by its module hook", PTFLOPS_MHA),
+        "linear@MultiheadAttention": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),
+        "softmax@MultiheadAttention": skipped("in the attention hook's count", PTFLOPS_MHA),
+        "mul@MultiheadAttention": skipped("scores not scaled", PTFLOPS_MHA + "; it scales the query instead of "
+                                          "the scores"),
+        "attention": skipped("attention not counted", ATTENTION_NOT_PATCHED.format("ptflops")),
+        "*@attention": skipped("attention not counted", ATTENTION_NOT_PATCHED.format("ptflops")),
+        "linear@patched": Rule("macs+bias", 1, "bias adds", "ptflops patches torch.matmul/mm/bmm/addmm/baddbmm "
+                               "and Tensor.matmul/mm/bmm/addmm by name (addmm with the added matrix)"),
+        "linear": skipped("functional linear not counted", "ptflops does not patch F.linear (nor the @ "
+                          "operator)"),
+        "batchnorm*@hooked": Rule("out", 2, "batch norm counted x2", PTFLOPS_BN.format("2 ops (1 without "
+                                  "weights)"), plain=1),
+        "group_norm@hooked": Rule("out", 2, "norm counted as 2 per element", PTFLOPS_BN.format("2 ops (1 "
+                                  "without weights)"), plain=1),
+        "instance_norm@hooked": Rule("out", 2, "norm counted as 2 per element", PTFLOPS_BN.format("2 ops (1 "
+                                     "without weights)"), plain=1),
+        "layer_norm@hooked": Rule("out", 1, "norm counted as 1 per element", PTFLOPS_BN.format(
+            "1 op (it looks for module.affine, which nn.LayerNorm does not have)")),
         "relu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="ReLU", fn="relu")),
         "gelu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="GELU", fn="gelu")),
-        "relu": Rule("out"), "gelu": Rule("out"), "relu6": Rule("out"), "silu": Rule("out"),
-        "maxpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="MaxPool2d", fn="max_pool2d")
-                                 + ", each as the input elements"),
-        "avgpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="AvgPool2d", fn="avg_pool2d")
-                                 + ", each as the input elements"),
-        "adaptive_avgpool2d@hooked": Rule("in", 2, "double counting", DOUBLE.format(
-            module="AdaptiveAvgPool2d", fn="adaptive_avg_pool2d") + ", each as the input elements"),
+        "elu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="ELU", fn="elu")),
+        "prelu@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="PReLU", fn="prelu")),
+        "leaky_relu@hooked": Rule("out", 1, "activations counted", "ptflops counts nn.LeakyReLU as 1 op per "
+                                  "element (F.leaky_relu is not patched)"),
+        "relu": Rule("out"), "gelu": Rule("out"), "relu6": Rule("out"), "silu": Rule("out"), "elu": Rule("out"),
+        "prelu": Rule("out"),
+        "softmax": Rule("out", 1, "softmax counted", "ptflops's F.softmax patch counts 1 op per element"),
+        "maxpool*@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="MaxPool", fn="max_pool")
+                                + ", each as the input elements"),
+        "avgpool*@hooked": Rule("in", 2, "double counting", DOUBLE.format(module="AvgPool", fn="avg_pool")
+                                + ", each as the input elements"),
+        "adaptive_avgpool*@hooked": Rule("in", 2, "double counting", DOUBLE.format(
+            module="AdaptiveAvgPool", fn="adaptive_avg_pool") + ", each as the input elements"),
+        "adaptive_maxpool*@hooked": Rule("in", 2, "double counting", DOUBLE.format(
+            module="AdaptiveMaxPool", fn="adaptive_max_pool") + ", each as the input elements"),
+        "upsample*@hooked": Rule("out", 2, "double counting", DOUBLE.format(module="Upsample", fn="interpolate")
+                                 + ", each as the output elements"),
+        "upsample*": Rule("out", 1, "upsampling counted per output", "ptflops's F.interpolate patch counts 1 op "
+                          "per output element (cnncost: output elements x taps)"),
+        "adaptive_avgpool2d:aten.mean": skipped("mean not counted", MEAN.format("ptflops does not patch "
+                                                                                "Tensor.mean")),
+        "adaptive_avgpool3d:aten.mean": skipped("mean not counted", MEAN.format("ptflops does not patch "
+                                                                                "Tensor.mean")),
+        "grid_sample": skipped("grid sampling not counted", "ptflops does not patch F.grid_sample"),
+        "roi_align": skipped("roi align not counted", "ptflops does not hook torchvision's roi_align"),
         "*pool": Rule("in", 1, "pooling counted as input", "ptflops counts a functional pool as its input "
                       "elements (cnncost: output elements x window)"),
-        "*activation": Rule("zero", 0, "activations not counted", "ptflops has no hook or patch for "
-                            "sigmoid/hardswish/hardsigmoid/tanh"),
-        "*elementwise": Rule("zero", 0, "elementwise ops not counted", "ptflops patches torch.add / Tensor.add "
-                             "and torch.mul / Tensor.mul, not the + and * operators"),
+        "*activation": skipped("activations not counted", "ptflops has no hook or patch for "
+                               "sigmoid/hardswish/hardsigmoid/tanh/log_softmax/..."),
+        "*elementwise": skipped("elementwise ops not counted", "ptflops patches torch.add / Tensor.add and "
+                                "torch.mul / Tensor.mul, not the + and * operators"),
     },
-    "ptflops-aten": {"conv2d": BIAS, "linear": BIAS,
+    "ptflops-aten": {"conv*": BIAS, "linear": BIAS,
+                     "attention": Rule("macs", 1, "", "on the meta device, where verify runs it, attention runs "
+                                       "as its math decomposition, whose bmm's ptflops counts"),
                      **not_counted("ptflops-aten", "ptflops's aten backend counts only convolutions and matrix "
-                                   "multiplies")},
-    "torch": not_counted("torch", "torch's counter counts only convolutions and matrix multiplies"),
+                                   "multiplies (mm, matmul, addmm with its bias, bmm)")},
+    "torch": not_counted("torch", "torch's counter counts only convolutions, matrix multiplies and attention"),
+    "thop": {
+        **not_counted("thop", "thop counts only the modules it hooks"),
+        "conv*": skipped("conv not hooked", "thop counts only the modules it hooks (exact classes)"),
+        "linear": skipped("linear not hooked", "thop counts only the modules it hooks (exact classes)"),
+        "conv*@hooked": SAME, "linear@hooked": SAME, "attention": skipped("attention not counted", "thop counts "
+                                                                          "modules only"),
+        "batchnorm*@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 ops "
+                                  "per element, x2 with weights", plain=2),
+        "layer_norm@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 ops "
+                                  "per element, x2 with weights", plain=2),
+        "instance_norm@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 "
+                                     "ops per element, x2 with weights", plain=2),
+        "avgpool*@hooked": Rule("out", 1, "pooling counted per output", "thop counts average pooling as 1 op "
+                                "per output element"),
+        "adaptive_avgpool*@hooked": Rule("in", 1, "pooling counted per input", "thop counts adaptive average "
+                                         "pooling as (input / output size) adds per output element"),
+    },
+    "deepspeed": {**not_counted("deepspeed", "the DeepSpeed profiler's MACs are those of convolutions, matrix "
+                                "multiplies and attention only")},
+    "deepspeed-flops": {
+        "conv*": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
+                      "bias add"),
+        "linear": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
+                       "bias add (addmm/baddbmm: per output element)"),
+        "attention": Rule("macs", 2, "FLOPs", "DeepSpeed counts F.scaled_dot_product_attention as 2 x the MACs "
+                          "of its two matrix products"),
+        "*@attention": skipped("attention's scaling and softmax not counted", "DeepSpeed counts only the two "
+                               "products of F.scaled_dot_product_attention"),
+        "batchnorm*": Rule("folded x2", 1, "batch norm counted x2", "DeepSpeed " + FOLDED_X2),
+        **{a: Rule("out", 1, "activations counted", "DeepSpeed counts F.relu/prelu/elu/leaky_relu/relu6/silu/gelu "
+                   "as 1 op per input element") for a in ("relu", "prelu", "elu", "leaky_relu", "relu6", "silu",
+                                                            "gelu")},
+        "softmax": Rule("out", 1, "softmax counted", "DeepSpeed counts F.softmax as 1 op per input element"),
+        "upsample*": Rule("out", 1, "upsampling counted per output", "DeepSpeed counts F.interpolate as 1 op "
+                          "per output element (with size=, only the spatial ones)"),
+        "grid_sample": skipped("grid sampling not counted", "DeepSpeed does not patch F.grid_sample"),
+        "roi_align": skipped("roi align not counted", "DeepSpeed does not patch torchvision's roi_align"),
+        "*pool": Rule("in", 1, "pooling counted as input", "DeepSpeed counts a pool as its input elements"),
+        "add": SAME, "mul": SAME,
+        "*activation": skipped("activations not counted", "DeepSpeed does not patch tanh/sigmoid/hardswish/..."),
+        "*elementwise": skipped("elementwise ops not counted", "DeepSpeed patches add and mul only"),
+        "lrn": skipped("local response norm not counted", "DeepSpeed does not patch local_response_norm"),
+        "*other": skipped("losses and other ops not counted", "DeepSpeed does not patch cross_entropy/..."),
+    },
 }
-SAME = Rule()
+# One MAC in the tool's own unit where the tool reports FLOPs but its rules above count MACs (torch's counter;
+# DeepSpeed's FLOPs have rules of their own, 'deepspeed-flops').
+PER_MAC = {"torch": 2}
 
 
 def rule(tool: str, row) -> Rule:
-    """The tool's rule for a traced row: by kind (ptflops: also whether its module class is hooked), then category."""
+    """The tool's rule for a traced row: the first of its keys (rule_keys) that the tool has; else cnncost's own."""
     rules = RULES[tool]
-    hooked = MODULE_KINDS.get(row.module) == row.kind
-    for key in ([f"{row.kind}@hooked"] if hooked else []) + [row.kind, f"*{row.category}"]:
+    op = getattr(row, "op", "")
+    keys = rule_keys(row.kind, row.category, hooked(row.module, row.kind), in_attention(row), row.module, op,
+                     patched(op))
+    for key in keys:
         if key in rules:
             return rules[key]
     return SAME
+
+
+def hooked(module: str, kind: str) -> bool:
+    """Whether a row is the call of a module class that module-hooking tools count by class (MODULE_KINDS)."""
+    hooked_kind = MODULE_KINDS.get(module)  # 'upsample' (nn.Upsample) stands for every upsample_<mode>
+    return hooked_kind is not None and (kind == hooked_kind or kind.startswith(hooked_kind + "_"))
+
+
+def patched(op: str) -> bool:
+    """Whether a row's ops ran inside torch.matmul/mm/bmm/addmm/baddbmm or Tensor.matmul/mm/bmm/addmm (the tracer
+    names the function in the op column: counter.ORIGINS), which function-patching tools see."""
+    return any(token.startswith(("torch.", "Tensor.")) for token in op.split())
+
+
+def in_attention(row) -> bool:
+    """A row booked for an attention call (scaled_dot_product_attention, multi_head_attention_forward)."""
+    op = getattr(row, "op", "")
+    return "scaled_dot_product" in op or "multi_head_attention" in op
+
+
+@lru_cache(maxsize=None)
+def rule_keys(kind: str, category: str, is_hooked: bool, attention: bool = False, module: str = "",
+              op: str = "", is_patched: bool = False) -> tuple[str, ...]:
+    """Rule keys from the most specific: the kind in a module class ('linear@MultiheadAttention'), as a module the
+    tool hooks ('conv*@hooked'), as the op(s) it ran as ('adaptive_avgpool2d:aten.mean'), inside a torch function
+    that tools patch ('linear@patched'), attention's scaling and softmax ('*@attention'), the kind, its prefixes
+    ('conv_transpose*', 'conv*'), then '*category'."""
+    names = (kind, *(kind[:i] + "*" for i in range(len(kind) - 1, 0, -1)))
+    parts = ("*@attention",) if attention and category not in CORE else ()
+    return (f"{kind}@{module}", *(f"{n}@hooked" for n in names if is_hooked), f"{kind}:{op}",
+            *((f"{kind}@patched",) if is_patched else ()), *parts, *names, f"*{category}")
 
 
 @dataclass

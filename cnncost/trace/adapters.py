@@ -17,7 +17,7 @@ import torch
 
 from cnncost.result import COLUMNS, INT_COLUMNS, Result, frame
 from cnncost.trace.kinds import category, root_name, stage_of, tool_kind
-from cnncost.trace.models import ModelSource, one_line
+from cnncost.trace.models import Inputs, ModelSource, one_line
 
 TOOLS = ("fvcore", "ptflops", "ptflops-aten", "torch")
 DEVICE = {"fvcore": "cpu", "ptflops": "cpu", "ptflops-aten": "meta", "torch": "meta"}
@@ -46,7 +46,19 @@ def nearest_parent(name: str, names: dict) -> str | None:
     return None
 
 
-def to_result(tool: str, model_name: str, x: torch.Tensor, counts: Counts, params: dict[str, int] | None = None,
+def call(model: torch.nn.Module, x) -> None:
+    """Run a model on its inputs: a tensor, or Inputs (several arguments, keyword arguments)."""
+    inputs = Inputs.of(x)
+    model(*inputs.args, **inputs.kwargs)
+
+
+def first_shape(x) -> tuple[int, ...]:
+    """The shape of a model's (first) input tensor."""
+    shapes = Inputs.of(x).shapes()
+    return shapes[0] if shapes else ()
+
+
+def to_result(tool: str, model_name: str, x, counts: Counts, params: dict[str, int] | None = None,
               per_mac: int = 1, unsupported: dict | None = None, notes: list[str] | None = None) -> Result:
     """A Result with one row per (module, tool op): own counts in MACs, own parameters on the module's first row."""
     rows, params = [], dict(params or {})
@@ -56,7 +68,7 @@ def to_result(tool: str, model_name: str, x: torch.Tensor, counts: Counts, param
     rows += [tool_row(name, "(params)", "", params=n) for name, n in params.items() if n]
     table = frame(rows)
     table["op"] = [r["op"] for r in rows]
-    return Result(model_name, tool, tuple(x.shape), table, convention=CONVENTION[tool],
+    return Result(model_name, tool, first_shape(x), table, convention=CONVENTION[tool],
                   unsupported=dict(unsupported or {}), notes=list(notes or []))
 
 
@@ -88,12 +100,16 @@ def module_stack(model: torch.nn.Module, push: Callable[[str], None], pop: Calla
             handle.remove()
 
 
-def fvcore_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result:
+def fvcore_result(model: torch.nn.Module, x, name: str) -> Result:
     """fvcore's FlopCountAnalysis: by_module_and_operator (MACs; BN as 2 ops per element), its unsupported ops."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import and jit tracing warn about torch.jit
         from fvcore.nn import FlopCountAnalysis, parameter_count
-        analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        inputs = Inputs.of(x)
+        if inputs.kwargs:
+            raise ValueError("fvcore traces positional inputs only; this model takes keyword inputs")
+        analysis = FlopCountAnalysis(model, inputs.args).unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         counts = own_counts(analysis.by_module_and_operator())
         unsupported = dict(analysis.unsupported_ops())
@@ -134,7 +150,7 @@ def patched(patches: list, record: Callable[[str, int], None]) -> Iterator[None]
             setattr(owner, attr, fn)
 
 
-def ptflops_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result:
+def ptflops_result(model: torch.nn.Module, x, name: str) -> Result:
     """ptflops's pytorch backend: its module hooks (conv/linear with bias, BN x2, ReLU, pools) and its patches of
     F.relu, F.max_pool2d, ..., torch.add, Tensor.mul (MACs). Run with ptflops's own counting functions,
     attributed per module here; the whole-batch count (ptflops divides module counts by the batch, not
@@ -152,7 +168,7 @@ def ptflops_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result
     record = lambda label, n: counts[stack[-1]].update({label: n})  # noqa: E731
     try:
         with module_stack(model, stack.append, stack.pop), patched(ptflops_patches(), record), torch.no_grad():
-            model(x)
+            call(model, x)
     finally:
         for handle in handles:
             handle.remove()
@@ -160,23 +176,23 @@ def ptflops_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result
     return to_result("ptflops", name, x, dict(counts), notes=[f"ptflops counts {params:,} trainable parameters"])
 
 
-def ptflops_aten_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result:
+def ptflops_aten_result(model: torch.nn.Module, x, name: str) -> Result:
     """ptflops's aten backend: its dispatch mode counts convolution and matrix multiplies, bias adds included."""
     from ptflops.aten_engine import FlopCounterMode
     mode = FlopCounterMode(module=None)
     with module_stack(model, mode.parents.append, mode.parents.pop), mode, torch.no_grad():
-        model(x)
+        call(model, x)
     counts = {name_: Counter({str(op): n for op, n in ops.items()}) for name_, ops in mode.flop_counts.items()
               if name_ != "Global"}
     return to_result("ptflops-aten", name, x, own_counts(counts))
 
 
-def torch_result(model: torch.nn.Module, x: torch.Tensor, name: str) -> Result:
+def torch_result(model: torch.nn.Module, x, name: str) -> Result:
     """torch.utils.flop_counter.FlopCounterMode: FLOPs = 2 x MACs of convolution and matrix multiplies only."""
     from torch.utils.flop_counter import FlopCounterMode
     mode = FlopCounterMode(display=False)
     with mode, torch.no_grad():
-        model(x)
+        call(model, x)
     root = type(model).__name__
     counts = {"" if k == root else k.removeprefix(root + "."): Counter({str(op): n for op, n in ops.items()})
               for k, ops in mode.get_flop_counts().items() if k != "Global"}
@@ -197,7 +213,7 @@ def run_tools(source: ModelSource, tools: tuple[str, ...] = TOOLS, batch: int = 
         device = DEVICE[tool]
         try:
             if device not in built:
-                built[device] = (source.build(device), source.input(batch, size, device))
+                built[device] = (source.build(device), source.inputs(batch, size, device))
             model, x = built[device]
             results[tool] = ADAPTERS[tool](model, x, source.name)
         except Exception as e:  # noqa: BLE001 - a tool failing on a model is reported, not fatal

@@ -8,6 +8,8 @@ Ops with no formula become rows of their own and are listed in ``Result.unsuppor
 """
 from __future__ import annotations
 
+import dis
+import sys
 from typing import Any, Callable
 
 import torch
@@ -105,6 +107,24 @@ def batch_norm_stats(packet: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return x.new_empty((x.shape[1],), dtype=dtype), x.new_empty((x.shape[1],), dtype=dtype)
 
 
+# (H5) Torch functions that other counters patch by name (ptflops: torch.matmul/mm/bmm/addmm/baddbmm and
+# Tensor.matmul/mm/bmm/addmm): the ops of a call of one get a row of their own whose op column names it, so that
+# verify tells x.matmul(y), which ptflops counts, from F.linear and x @ y (not called by name), which run as the
+# same aten ops.
+ORIGINS = {getattr(owner, fn): f"{label}.{fn}" for owner, label in ((torch, "torch"), (torch.Tensor, "Tensor"))
+           for fn in ("matmul", "mm", "bmm", "addmm", "baddbmm") if hasattr(owner, fn)}
+
+
+def by_operator() -> bool:
+    """(H5) Whether the tensor method being dispatched was reached by an operator (x @ y runs as Tensor.matmul
+    too), not called by name: CPython's caller frame (above __torch_function__) stands at a BINARY_OP."""
+    try:
+        frame = sys._getframe(2)
+        return dis.opname[frame.f_code.co_code[frame.f_lasti]] == "BINARY_OP"
+    except (ValueError, IndexError):  # no such frame, or no instruction there: taken as a call by name
+        return False
+
+
 class Functions(TorchFunctionMode):
     """(H1a) Books a call of a torch function in ops.FUNCTIONS as one layer, its aten ops muted: same rows anywhere."""
 
@@ -115,7 +135,14 @@ class Functions(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         handler = FUNCTIONS.get(func)
         if handler is None or self.tracer.muted:
-            return func(*args, **(kwargs or {}))
+            origin = ORIGINS.get(func)
+            if origin is None or self.tracer.origin or (func is torch.Tensor.matmul and by_operator()):
+                return func(*args, **(kwargs or {}))
+            self.tracer.origin = origin  # (H5) the ops inside are booked in a row naming it
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                self.tracer.origin = ""
         self.tracer.muted = True
         try:
             out = func(*args, **(kwargs or {}))
@@ -132,13 +159,14 @@ class Tracer(TorchDispatchMode):
         super().__init__()
         self.stack: list[tuple[int, str, str]] = [(0, "", type(model).__name__)]
         self.calls = 0
-        self.rows: dict[tuple[int, str], dict] = {}
+        self.rows: dict[tuple[int, str, str], dict] = {}  # (module call, kind, ORIGINS function or '') -> row
         self.unsupported: dict[str, int] = {}
         self.owners = {id(t): (True, t) for t in model.parameters()}
         self.owners.update({id(t): (False, t) for t in model.buffers()})
         self.aliases: dict[int, tuple[int, torch.Tensor]] = {}
         self.seen: set[int] = set()
         self.muted = False  # (H1a) inside a call booked whole by Functions: its aten ops are not booked
+        self.origin = ""  # (H5) inside a call of a function in ORIGINS: its name
         self.functions = Functions(self)
 
     def __enter__(self):
@@ -208,11 +236,11 @@ class Tracer(TorchDispatchMode):
     def add(self, c: Cost, op: str, out_shape: tuple) -> dict:
         """The row of the current module call for a cost's kind, with the cost added."""
         call, module, cls = self.stack[-1]
-        row = self.rows.setdefault((call, c.kind), {"name": root_name(module), "module": cls, "costs": [],
-                                                    "params": 0, "buffers": 0, "ops": []})
+        row = self.rows.setdefault((call, c.kind, self.origin), {"name": root_name(module), "module": cls,
+                                                                 "costs": [], "params": 0, "buffers": 0, "ops": []})
         row["costs"].append(c)
         row["out_shape"] = out_shape
-        row["ops"].append(op)
+        row["ops"] += [op, self.origin] if self.origin else [op]
         return row
 
     @staticmethod

@@ -150,6 +150,16 @@ for_ranks("adaptive_avg_pool{0}d _adaptive_avg_pool{0}d", adaptive_pool, reduce=
 for_ranks("adaptive_max_pool{0}d", adaptive_pool, reduce="max")
 
 
+def adaptive_avg_pool_function(a: dict, out, rank: int) -> Layer:
+    """(H5) F.adaptive_avg_pool2d/3d(input, output_size) (nn.AdaptiveAvgPool2d/3d's too) as one row named for the
+    function: a global pool runs as aten.mean, like x.mean((2, 3)), and fvcore and ptflops count only the pool."""
+    return f"adaptive_avgpool{rank}d", shape(a["input"]), {"output_size": ints(a["output_size"])}
+
+
+handles_function(F.adaptive_avg_pool2d)(partial(adaptive_avg_pool_function, rank=2))
+handles_function(F.adaptive_avg_pool3d)(partial(adaptive_avg_pool_function, rank=3))
+
+
 @handles("mean")
 def mean(args: tuple, out) -> Layer | None:
     """mean over every spatial dim of an NCHW / NCDHW tensor is a global average pool (adaptive_avg_pool(1))."""
