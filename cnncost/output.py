@@ -1,6 +1,7 @@
 """Render tables as rich text, JSON, CSV or markdown, and write files atomically (never half-written)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -38,20 +39,50 @@ def format_for(fmt: str | None, output: str | None) -> str:
     return EXTENSIONS.get(suffix, "table")
 
 
+def read_only(path: Path) -> bool:
+    """Whether a file may not be written: no write permission for us, or no write bit at all (as root too)."""
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
+
+
+INPUTS: dict[str, str] = {}  # real path -> what it is, of every file this command reads (never overwritten)
+
+
+def reading(path: str | os.PathLike, what: str) -> None:
+    """Remember a file this command reads (a model file, a CSV), so that no output replaces it."""
+    INPUTS[os.path.realpath(path)] = what
+
+
 def check_output(path: str) -> str:
     """An --output path that can be written, checked before any work: not empty, not a directory (nor ending in
-    '/'), in a folder that exists and takes new files; '-' is stdout, devices and pipes are written through."""
+    '/'), not a read-only file, not a file this command reads, not a loop of links, in a folder that exists and
+    takes new files; '-' is stdout, devices and pipes are written through."""
     if path == "-":
         return path
     if not path.strip():
         raise CnnCostError("--output needs a file name ('-' for stdout)")
+    try:
+        return writable(path)
+    except OSError as e:  # a name too long, a loop of symbolic links, ...
+        raise CnnCostError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def writable(path: str) -> str:
+    """check_output's checks (OSError where the path itself cannot be looked at)."""
     shown = Path(path)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # a new file (or a link to one) is fine
+        os.stat(path)  # raises for a loop of links or a name too long
+    real = os.path.realpath(path)
+    if real in INPUTS:
+        raise CnnCostError(f"cannot write {path}: it is {INPUTS[real]} this command reads")
     if shown.is_dir():
         raise CnnCostError(f"cannot write {path}: it is a directory")
     if path.endswith(("/", os.sep)):
         raise CnnCostError(f"cannot write {path}: a file name cannot end with '/'")
     if shown.exists() and not shown.is_file():
         return path
+    if shown.is_file() and read_only(shown):
+        mode = stat.S_IMODE(shown.stat().st_mode)
+        raise CnnCostError(f"cannot write {path}: the file is read-only (mode {mode:04o})")
     folder = Path(os.path.realpath(path)).parent
     if not folder.is_dir():
         problem = "is not a directory" if folder.exists() else "does not exist"
@@ -260,11 +291,25 @@ def emit(tables: Mapping[str, Records], fmt: str, output: str | None = None, dat
     to_stdout(text)
 
 
+class ReaderGone(Exception):
+    """Stdout is a pipe whose reader went away (`cnncost ... | head`): stop quietly (not an OSError, which the CLI
+    library would turn into exit status 1)."""
+
+
 def to_stdout(text: str) -> None:
-    """Print text on stdout, or a one-line error naming the console's encoding when it cannot show it."""
+    """Print text on stdout (flushed, so a failure shows here); a one-line error when stdout is closed, full, or
+    its encoding cannot show the text."""
+    if sys.stdout is None:
+        raise CnnCostError("stdout is closed; write a file with -o FILE")
     if not can_encode(text):
         bad = next(ch for ch in text if not can_encode(ch))
         encoding = getattr(sys.stdout, "encoding", "?")
         raise CnnCostError(f"the console's encoding ({encoding}) cannot show {bad!r} in the output; set "
                            f"PYTHONIOENCODING=utf-8 or write a file with -o FILE")
-    print(text, end="")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise ReaderGone() from None
+    except (OSError, ValueError) as e:  # ValueError: a closed file
+        raise CnnCostError(f"cannot write to stdout: {getattr(e, 'strerror', None) or e}") from None

@@ -115,6 +115,54 @@ FILES = {
             return Net()
         """,
     "net.txt": "def make():\n    pass\n",
+    "fd_writes.py": """
+        import os
+        import torch.nn as nn
+        os.write(1, b"at import\\n")
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 8, 3)
+
+            def forward(self, x):
+                os.write(1, b"in forward\\n")
+                return self.conv(x)
+
+        def make():
+            return Net()
+        """,
+    # BaseExceptions that are not Exceptions, raised by user code itself (no Ctrl-C was pressed)
+    "interrupts.py": "raise KeyboardInterrupt\n",
+    "base_exceptions.py": """
+        import torch.nn as nn
+
+        class Boom(BaseException):
+            pass
+
+        class Net(nn.Module):
+            def forward(self, x):
+                raise Boom("in forward")
+
+        class Interrupted(nn.Module):
+            def forward(self, x):
+                raise KeyboardInterrupt
+
+        def make():
+            return Net()
+
+        def interrupted():
+            return Interrupted()
+
+        def boom():
+            raise Boom("in the factory")
+
+        def generator_exit():
+            raise GeneratorExit("closed")
+
+        def interrupt():
+            raise KeyboardInterrupt
+        """,
 }
 
 
@@ -142,6 +190,14 @@ def where(tmp_path_factory) -> Path:
     (root / "quote.csv").write_text(bench_header() + 'a,"never closed\n')
     (root / "other.csv").write_text("name,value\nx,1\n")
     (root / "empty.csv").write_text("")
+    (root / "impossible.csv").write_text(bench_header() + "".join(bench_row(
+        model="resnet18", mode="train", batch=8, size=224, dtype="fp32", img_per_s=rate, device="cuda",
+        device_name="H100", compile="False", channels_last="False") for rate in ("0", "-5", "nan", "inf", "fast")))
+    (root / "loop.json").symlink_to("loop.json")
+    (root / "readonly.json").write_text("keep\n")
+    (root / "readonly.json").chmod(0o444)
+    (root / "readonly.csv").write_text(bench_header())
+    (root / "readonly.csv").chmod(0o444)
     (root / "fp32.csv").write_text(bench_header() + bench_row(
         model="resnet18", mode="train", batch=8, size=224, dtype="fp32", img_per_s=100.0, device="cpu",
         device_name="AMD EPYC", compile="False", channels_last="False", threads=2))
@@ -274,6 +330,37 @@ BAD = [
     (["report", "--out", ""], "need a folder name"),
     (["report", "--out", "{guard}"], "not a directory"),
     (["report", "--results", "{tmp}/nowhere", "--quiet"], "no such folder"),
+    # (second pass) BaseExceptions from user code: one line naming the file, not an interrupt or a traceback
+    (["trace", "{M}/interrupts.py:make"], "interrupts.py raised KeyboardInterrupt while being imported"),
+    (["trace", "{M}/base_exceptions.py:interrupt"], "base_exceptions.py raised KeyboardInterrupt"),
+    (["trace", "{M}/base_exceptions.py:boom"], "base_exceptions.py raised Boom: in the factory"),
+    (["trace", "{M}/base_exceptions.py:generator_exit"], "base_exceptions.py raised GeneratorExit: closed"),
+    (["trace", "{M}/base_exceptions.py:make"], "base_exceptions.py raised Boom: in forward while it ran"),
+    (["trace", "{M}/base_exceptions.py:interrupted"], "raised KeyboardInterrupt while it ran"),
+    # read-only files are not replaced (not even by root, who may write anything)
+    (["show", "resnet18", "-o", "{tmp}/readonly.json"], "readonly.json: the file is read-only (mode 0444)"),
+    (["bench", "resnet18", "--device", "cpu", "--out", "{tmp}/readonly.csv"], "the file is read-only"),
+    # bench and train-cost: every limit checked before any work
+    (["bench", "resnet18", "--device", "cpu", "--threads", "100000"], "--threads must be at most"),
+    (["bench", "resnet18", "--device", "cpu", "--iters", "99999999999"], "--iters must be at most 100,000"),
+    (["bench", "resnet18", "--device", "cpu", "--repeats", "5000"], "--repeats must be at most 1,000"),
+    (["bench", "resnet18", "--device", "cpu", "--batch", "99999999999999999999"], "--batch wants positive integers"),
+    (["train-cost", "resnet18", "--gpu", ""], "unknown device ''"),
+    (["train-cost", "resnet18", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+    (["train-cost", "resnet18", "--csv", "{tmp}/other.csv"], "is not a cnncost bench CSV"),
+    # impossible measurements (0, negative, nan, words) are failed rows, never a rate to divide by
+    (["train-cost", "resnet18", "--dtype", "fp32", "--csv", "{tmp}/impossible.csv"],
+     "impossible.csv has no measured training row of resnet18 at 224 px in fp32; it has no error-free training rows"),
+    (["plot", "{tmp}/impossible.csv"], "impossible.csv has no measured rows to plot"),
+    (["plot", "{tmp}/fp32.csv", "--out-dir", ""], "--out-dir needs a folder name"),
+    # no output replaces a file the command reads, a loop of links, or a name too long
+    (["show", "{M}/dataclass_net.py:make", "-o", "{M}/dataclass_net.py"], "it is the model file this command reads"),
+    (["train-cost", "resnet18", "--dtype", "fp32", "--csv", "{tmp}/fp32.csv", "-o", "{tmp}/fp32.csv"],
+     "fp32.csv: it is the CSV this command reads"),
+    (["bench", "resnet18", "--device", "cpu", "--out", "{tmp}/fp32.csv", "-o", "{tmp}/fp32.csv"],
+     "it is the --out CSV this command appends to"),
+    (["show", "resnet18", "-o", "{tmp}/loop.json"], "loop.json: Too many levels of symbolic links"),
+    (["show", "resnet18", "-o", "{tmp}/" + "n" * 300 + ".json"], "File name too long"),
 ]
 
 
@@ -417,7 +504,7 @@ def test_scale_at_its_bounds(capsys):
 def test_train_cost_labels_a_cpu_measurement_cpu_hours(capsys, where):
     data = cli_json(capsys, "train-cost", "resnet18", "--csv", f"{where}/fp32.csv", "--dtype", "FP32")
     measured = data["estimates"][0]
-    # 90 epochs x 1,281,167 images at 100 img/s: 115,305,030 s = 32,029.175 hours
+    # 90 epochs x 1,281,167 images at 100 img/s: 1,153,050.3 s = 320.292 hours
     assert measured["cpu_hours"] == pytest.approx(90 * 1_281_167 / 100 / 3600, abs=1e-3)
     assert measured["gpu_hours"] is None and "(CPU)" in measured["basis"]
 
@@ -453,3 +540,37 @@ def test_a_console_that_cannot_encode_the_output(tmp_path):
     # an ASCII console still gets the tables (ASCII borders) when the text itself is ASCII
     done = cnncost("bottleneck", PYTHONIOENCODING="ascii")
     assert done.returncode == 0 and "112.9M" in done.stdout
+
+
+def test_trace_and_verify_options_in_any_case(capsys):
+    lower = cli_json(capsys, "trace", "resnet18", "--by", "kind")
+    upper = cli_json(capsys, "trace", "resnet18", "--by", "KIND")
+    assert upper["rows"] == lower["rows"] and upper["by"] == "kind"
+    data = cli_json(capsys, "verify", "resnet18", "--tools", "NONE", "--layers", "ALL")
+    assert data["models"]
+
+
+@pytest.mark.parametrize("argv, message", [("list resnet18 >&-", "stdout is closed"),
+                                           ("list resnet18 >/dev/full", "cannot write to stdout: No space left"),
+                                           ("show --help >/dev/full", "cannot write to stdout: No space left"),
+                                           ("--version >/dev/full", "cannot write to stdout: No space left")])
+def test_stdout_closed_or_full_is_one_line(argv, message):
+    done = subprocess.run(f"{sys.executable} -m cnncost {argv}", shell=True, capture_output=True,
+                          text=True, timeout=120, check=False)
+    errors = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"cnncost: error: {message}")
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    # `| true` closes the pipe at once: the write fails with EPIPE, which ends quietly with 128 + SIGPIPE
+    done = subprocess.run(f"{sys.executable} -m cnncost show densenet264 -f json | true; echo ${{PIPESTATUS[0]}}",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.stdout.strip() in ("0", "141") and done.stderr == ""
+
+
+def test_user_writes_below_print_stay_off_stdout(where):
+    # os.write(1, ...) bypasses print(): file descriptor 1 itself points at stderr while user code runs
+    done = cnncost("trace", f"{where}/M/fd_writes.py:make", "-f", "json")
+    assert done.returncode == 0 and json.loads(done.stdout)["totals"]["params"] == 224  # 3 * 8 * 3 * 3 + 8
+    assert "at import" in done.stderr and "in forward" in done.stderr

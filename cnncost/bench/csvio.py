@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from cnncost.errors import CnnCostError
-from cnncost.output import write_atomic
+from cnncost.output import reading, write_atomic
 from cnncost.trace.models import one_line
 
 # The schema: every row has exactly these keys, in this order. Units are in the names.
@@ -23,13 +23,16 @@ SCHEMA = (
 )
 
 
+ENCODING = "utf-8-sig"  # UTF-8, with the byte-order mark a spreadsheet may write skipped
+
+
 def header(path: Path) -> list[str] | None:
     """The header of an existing CSV, or None when the file is absent or empty; a one-line error when it is not
     UTF-8 CSV text (binary, another encoding) or cannot be read."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding=ENCODING) as handle:
             return next(csv.reader(handle), None)
     except (UnicodeDecodeError, csv.Error) as e:
         raise CnnCostError(f"{path} is not a UTF-8 CSV file ({one_line(e)})") from None
@@ -99,12 +102,31 @@ def read_rows(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise CnnCostError(f"no such CSV file: {path}")
+    reading(path, "the CSV")
     found = header(path)
     missing = sorted(set(SCHEMA) - set(found or ()))
     if missing:
         raise CnnCostError(f"{path} is not a cnncost bench CSV (missing columns: {', '.join(missing[:5])})")
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in SCHEMA if c != "error"},
-                           encoding="utf-8")
+        rows = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in SCHEMA if c != "error"},
+                           encoding=ENCODING)
     except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
         raise CnnCostError(f"{path} is not a readable bench CSV ({one_line(e)})") from None
+    return impossible_marked(rows)
+
+
+MEASURED = ("batch", "size", "img_per_s")  # must be positive finite numbers where a row has them
+
+
+def impossible_marked(rows):
+    """Rows whose batch, size or img_per_s is not a positive finite number (0, -5, nan, inf, 'fast': a hand-edited
+    or foreign file) count as failed: the value is dropped and the error column says why."""
+    import numpy as np
+    import pandas as pd
+    rows["error"] = rows["error"].astype(str)
+    for column in MEASURED:
+        number = pd.to_numeric(rows[column], errors="coerce")
+        bad = rows[column].notna() & ~(np.isfinite(number) & (number > 0))
+        rows.loc[bad & (rows["error"] == ""), "error"] = f"not a measurement: {column} " + rows[column].astype(str)
+        rows[column] = number.where(~bad)
+    return rows

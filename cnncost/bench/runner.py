@@ -52,6 +52,15 @@ class Settings:
         return self.device.startswith("cuda")
 
 
+MAX_STEPS, MAX_REPEATS = 100_000, 1_000  # a sweep that would run for days is a typo
+
+
+def max_threads() -> int:
+    """The most CPU threads --threads may ask for: 4 per CPU (more only thrashes, and may exhaust memory)."""
+    import os
+    return 4 * (os.cpu_count() or 1)
+
+
 def check(settings: Settings) -> Settings:
     """The settings, or a one-line error before anything is built or written."""
     if settings.mode not in MODES:
@@ -60,8 +69,15 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError(f"unknown dtype {settings.dtype!r}; choose one of {', '.join(BENCH_DTYPES)}")
     if settings.warmup < 0 or settings.iters < 1 or settings.repeats < 1:
         raise CnnCostError("--warmup must be >= 0, --iters and --repeats >= 1")
+    for name, value, most in (("warmup", settings.warmup, MAX_STEPS), ("iters", settings.iters, MAX_STEPS),
+                              ("repeats", settings.repeats, MAX_REPEATS)):
+        if value > most:
+            raise CnnCostError(f"--{name} must be at most {most:,}, got {value:,}")
     if settings.threads is not None and settings.threads < 1:
         raise CnnCostError(f"--threads must be at least 1, got {settings.threads}")
+    if settings.threads is not None and settings.threads > max_threads():
+        raise CnnCostError(f"--threads must be at most {max_threads()} (4 x this machine's CPUs), "
+                           f"got {settings.threads}")
     if settings.compile_mode not in COMPILE_MODES:
         raise CnnCostError(f"unknown compile mode {settings.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     if settings.compile_mode != "default" and not settings.compile:

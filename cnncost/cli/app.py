@@ -15,7 +15,9 @@ def root(ctx: typer.Context,
     """What a CNN costs and why: MACs, parameters, activations and bytes per layer, checked against PyTorch."""
     if version:
         from cnncost import __version__
-        print(f"cnncost {__version__}")
+        from cnncost.output import to_stdout
+        to_stdout(f"cnncost {__version__}\n")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
+        from cnncost.output import to_stdout
+        to_stdout(ctx.get_help() + "\n")

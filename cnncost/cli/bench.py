@@ -15,13 +15,23 @@ DEFAULTS = {"cuda": {"batch": "1,8,32,128,256", "warmup": 10, "iters": 50, "repe
             "cpu": {"batch": "1,8", "warmup": 2, "iters": 5, "repeats": 3}}
 
 
+MAX_BATCH = 2**31 - 1  # torch's largest batch dimension for most kernels
+
+
 def parse_batches(text: str) -> list[int]:
-    """'1,8,32' -> [1, 8, 32]; anything but positive integers (an empty item too) is a one-line error."""
+    """'1,8,32' -> [1, 8, 32]; anything but positive integers up to MAX_BATCH (an empty item too) is a one-line
+    error."""
     from cnncost.errors import CnnCostError
     parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) >= 1 for part in parts):
-        raise CnnCostError(f"--batch wants positive integers separated by commas, got {text!r}")
+    if not all(part.isascii() and part.isdigit() and 1 <= int(part) <= MAX_BATCH for part in parts):
+        raise CnnCostError(f"--batch wants positive integers up to {MAX_BATCH:,} separated by commas, got {text!r}")
     return [int(part) for part in parts]
+
+
+def same_file(one: str, other: str) -> bool:
+    """Whether two paths name the same file (through links)."""
+    import os
+    return os.path.realpath(one) == os.path.realpath(other)
 
 
 def pick_device(device: str) -> str:
@@ -71,6 +81,7 @@ def bench(
     from cnncost.bench.counts import model_source
     from cnncost.bench.csvio import check_target
     from cnncost.bench.runner import Settings, check
+    from cnncost.errors import CnnCostError
     from cnncost.output import check_format, emit, in_unit
     from cnncost.units import unit as to_unit
 
@@ -85,6 +96,8 @@ def bench(
     batches = parse_batches(plain["batch"])
     if out is not None:
         check_target(out)
+        if output and output != "-" and same_file(output, out):
+            raise CnnCostError(f"cannot write {output}: it is the --out CSV this command appends to")
     names = [model_source(m).name for m in models]
     u = to_unit(unit)
     rows = in_unit(run_sweep(names, batches, settings, out), u)
@@ -126,17 +139,34 @@ def plot(
     from cnncost.bench.plots import plot_csv
     from cnncost.errors import CnnCostError
 
+    if out_dir is not None and not out_dir.strip():
+        raise CnnCostError("--out-dir needs a folder name (leave it out for the CSV's folder)")
     chosen = tuple(f.strip().lower() for f in formats.split(","))
     if not all(chosen):
         raise CnnCostError(f"--formats wants png, svg or png,svg, got {formats!r}")
-    for path in plot_csv(csv, out_dir, tuple(dict.fromkeys(chosen))):
-        print(path)
+    from cnncost.output import to_stdout
+    written = plot_csv(csv, out_dir, tuple(dict.fromkeys(chosen)))
+    to_stdout("".join(f"{path}\n" for path in written))
 
 
 def vertical(record: dict) -> list[dict]:
     """One record as quantity/value rows (exact), with a rounded reading of big numbers."""
     return [{"quantity": k, "value": v, "approx": f"{v:.3g}" if isinstance(v, int) and v >= 10**6 else ""}
             for k, v in record.items()]
+
+
+def check_estimate(gpu: str, dtype: str, mfu: float, csv: str | None) -> None:
+    """The estimate's inputs checked before the model is traced: the MFU, the device and its dtype, the CSV."""
+    from cnncost.bench.devices import by_key
+    from cnncost.errors import CnnCostError
+    if not 0 < mfu <= 1:  # NaN fails too
+        raise CnnCostError(f"MFU must be in (0, 1], got {mfu}")
+    device = by_key(gpu)
+    if device.peak_tflops(dtype) is None:
+        raise CnnCostError(f"{device.name} has no {dtype} tensor-core mode; choose another --dtype")
+    if csv is not None:
+        from cnncost.bench.csvio import read_rows
+        read_rows(csv)
 
 
 @app.command("train-cost")
@@ -158,11 +188,14 @@ def train_cost(
 ) -> None:
     """Total training multiply-adds (forward + backward, per layer kind) and the GPU-hours they imply."""
     from cnncost.bench.traincost import train_cost as estimate
-    from cnncost.output import check_format, emit, in_unit
+    from cnncost.output import check_format, check_output, emit, in_unit
     from cnncost.units import unit as to_unit
 
     check_format(fmt)
     u = to_unit(unit)
+    check_estimate(gpu, dtype, mfu, csv)
+    if output:
+        check_output(output)  # not the --csv it reads
     cost = estimate(model, size, epochs, dataset_size, csv, gpu, dtype, mfu)
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))

@@ -26,4 +26,5 @@ def report(out: Annotated[str, typer.Option("--out", help="Folder for the report
     if results != "results" and not Path(results).is_dir():
         raise CnnCostError(f"--results {results}: no such folder")
     files = generate(out, results=Path(results))
-    print(f"wrote {len(files)} reports under {out}/ (index: {out}/README.md)")
+    from cnncost.output import to_stdout
+    to_stdout(f"wrote {len(files)} reports under {out}/ (index: {out}/README.md)\n")

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt
+from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower
 from cnncost.errors import CnnCostError
 
 AuxOpt = Annotated[Optional[bool], typer.Option("--aux/--no-aux", help="Build a torchvision model's auxiliary heads "
@@ -42,7 +42,8 @@ def trace(
     size: SizeOpt = None,
     batch: BatchOpt = 1,
     inputs: InputOpt = None,
-    by: Annotated[str, typer.Option("--by", help="layer, module (the modules at --depth; 1 = top-level), kind or "
+    by: Annotated[str, typer.Option("--by", callback=lower,  # any case
+                                    help="layer, module (the modules at --depth; 1 = top-level), kind or "
                                     "category. (`show --by stage` is the paper's stages; a trace has modules.)")]
     = "layer",
     depth: Annotated[int, typer.Option("--depth", help="Module-tree depth for --by module.")] = 1,
@@ -114,9 +115,11 @@ def verify(
     models: Annotated[Optional[List[str]], typer.Argument(help=TARGET_HELP + " Wildcards match registered names.")]
     = None,
     every: Annotated[bool, typer.Option("--all", help="Every registered model.")] = False,
-    tools: Annotated[str, typer.Option("--tools", help="Comma-separated: fvcore, ptflops, ptflops-aten, torch; "
+    tools: Annotated[str, typer.Option("--tools", callback=lower,  # any case
+                                       help="Comma-separated: fvcore, ptflops, ptflops-aten, torch; "
                                        "or none.")] = "fvcore,ptflops,ptflops-aten,torch",
-    layers: Annotated[str, typer.Option("--layers", help="Layers shown in table/md: diff (mismatched or "
+    layers: Annotated[str, typer.Option("--layers", callback=lower,  # any case
+                                        help="Layers shown in table/md: diff (mismatched or "
                                         "unexplained only), all, none.")] = "diff",
     size: SizeOpt = None,
     batch: BatchOpt = 1,

@@ -120,7 +120,7 @@ def by_operator() -> bool:
     too), not called by name: CPython's caller frame (above __torch_function__) stands at a BINARY_OP."""
     try:
         frame = sys._getframe(2)
-        return dis.opname[frame.f_code.co_code[frame.f_lasti]] == "BINARY_OP"
+        return dis.opname[frame.f_code.co_code[frame.f_lasti]] in ("BINARY_OP", "BINARY_MATRIX_MULTIPLY")
     except (ValueError, IndexError):  # no such frame, or no instruction there: taken as a call by name
         return False
 

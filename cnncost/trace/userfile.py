@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from cnncost.errors import CnnCostError
+from cnncost.output import reading
 from cnncost.trace.models import ModelSource, one_line
 
 WORDS = {"true": True, "false": False, "none": None}
@@ -27,8 +28,37 @@ WORDS = {"true": True, "false": False, "none": None}
 LITERAL_START = tuple("0123456789+-.([{'\"")
 
 
-class UserExit(Exception):
-    """User code called sys.exit(): reported as one line, never as cnncost's own exit."""
+class UserExit(CnnCostError):
+    """User code called sys.exit() or raised a BaseException of its own (KeyboardInterrupt without a Ctrl-C,
+    GeneratorExit, a subclass): reported as one line, never as cnncost's own exit."""
+
+
+SIGINTS: list[int] = []  # Ctrl-C presses seen (by the handler `watch_interrupts` installs)
+
+
+def watch_interrupts() -> None:
+    """Record real Ctrl-C presses, so that a KeyboardInterrupt that user code raises itself is told apart."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def pressed(signum, frame):
+        SIGINTS.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, pressed)
+
+
+def escaped(label: str, e: BaseException) -> str | None:
+    """How a BaseException that left user code reads as one line, or None when it is cnncost's to handle (a real
+    Ctrl-C, an ordinary Exception)."""
+    if isinstance(e, SystemExit):
+        return f"{label} called sys.exit({e.code!r})"
+    if isinstance(e, Exception) or (isinstance(e, KeyboardInterrupt) and SIGINTS):
+        return None
+    return f"{label} raised {one_line(e)}"
 
 
 def parse_value(key: str, value: str):
@@ -79,9 +109,7 @@ def user_model(target: str, kwargs: dict, channels: int = 3) -> ModelSource:
         raise CnnCostError(f"{where} has no factory {attr!r}{listed}")
 
     def build():
-        with user.running():
-            model = factory(**kwargs)
-        return fenced(model, user)
+        return fenced(user.call(factory, **kwargs), user)
 
     return ModelSource(target, build, channels=channels, implementation=target)
 
@@ -102,17 +130,28 @@ class UserCode:
 
     @contextlib.contextmanager
     def running(self, imports: bool = True):
-        """While user code runs: print() to stderr, a neutral sys.argv, sys.exit() as UserExit, and (when it may
-        import: loading, building) its folder and helpers first."""
+        """While user code runs: print() to stderr, a neutral sys.argv, and (when it may import: loading,
+        building) its folder and helpers first."""
         argv = sys.argv
-        with contextlib.redirect_stdout(sys.stderr), (self.own_modules() if imports else contextlib.nullcontext()):
+        with descriptor_to_stderr(), contextlib.redirect_stdout(sys.stderr), \
+                (self.own_modules() if imports else contextlib.nullcontext()):
             sys.argv = [self.label]
             try:
                 yield
-            except SystemExit as e:
-                raise UserExit(f"{self.label} called sys.exit({e.code!r})") from None
             finally:
                 sys.argv = argv
+
+    def call(self, function, *args, **kwargs):
+        """Call user code inside the fence; sys.exit() or a BaseException of its own (not a real Ctrl-C) becomes
+        UserExit, one line naming the code."""
+        with self.running():
+            try:
+                return function(*args, **kwargs)
+            except BaseException as e:
+                line = escaped(self.label, e)
+                if line is None:
+                    raise
+                raise UserExit(line) from None
 
     @contextlib.contextmanager
     def own_modules(self):
@@ -164,6 +203,25 @@ class UserCode:
         return self._defines
 
 
+@contextlib.contextmanager
+def descriptor_to_stderr():
+    """File descriptor 1 pointed at stderr too, so that what user code writes below print() (os.write(1, ...), C
+    extensions) cannot land in machine-readable stdout; nothing to do where stdout has no descriptor (tests)."""
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(out)
+    os.dup2(err, out)
+    try:
+        yield
+    finally:
+        os.dup2(saved, out)
+        os.close(saved)
+
+
 MAIN_PREFIX = "cnncost_user_"
 FENCES: list = []  # (label, fence) of user forwards in progress, innermost last
 
@@ -182,6 +240,7 @@ class UserFile(UserCode):
             raise CnnCostError(f"{path} is not a Python file (.py); a model file is FILE.py:FACTORY")
         self.file = self.file.resolve()
         self.folder = self.file.parent
+        reading(self.file, "the model file")
 
     def module_name(self) -> str:
         """A module name no other file shares: the file's stem and a hash of its absolute path."""
@@ -197,8 +256,7 @@ class UserFile(UserCode):
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
-            with self.running():
-                loader.exec_module(module)
+            self.call(loader.exec_module, module)
         except UserExit as e:
             sys.modules.pop(name, None)
             raise CnnCostError(f"{e} while being imported") from None
@@ -220,8 +278,7 @@ class UserPackage(UserCode):
         cwd = os.getcwd()
         sys.path.insert(0, cwd)
         try:
-            with self.running():
-                return importlib.import_module(self.label)
+            return self.call(importlib.import_module, self.label)
         except UserExit as e:
             raise CnnCostError(f"{e} while being imported") from None
         except Exception as e:  # noqa: BLE001
