@@ -127,6 +127,8 @@ PTFLOPS_BN = ("ptflops's bn hook (BatchNorm, InstanceNorm, GroupNorm, LayerNorm)
 # 'conv*' is conv1d/2d/3d), either with '@hooked' when the row is the call of a module class the tool hooks
 # (MODULE_KINDS); a kind in a module class ('linear@MultiheadAttention'); '*@attention' for attention's scaling
 # and softmax; or '*category'. The most specific key wins (rule_keys).
+THOP_NORM = Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 ops per element, "
+                 "x2 with weights", plain=2)
 RULES: dict[str, dict[str, Rule]] = {
     "fvcore": {
         "batchnorm*": Rule("folded x2", 1, "batch norm counted x2", "fvcore's batchnorm_flop_jit " + FOLDED_X2),
@@ -228,12 +230,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "linear": skipped("linear not hooked", "thop counts only the modules it hooks (exact classes)"),
         "conv*@hooked": SAME, "linear@hooked": SAME, "attention": skipped("attention not counted", "thop counts "
                                                                           "modules only"),
-        "batchnorm*@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 ops "
-                                  "per element, x2 with weights", plain=2),
-        "layer_norm@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 ops "
-                                  "per element, x2 with weights", plain=2),
-        "instance_norm@hooked": Rule("out", 4, "norm counted as 4 per element", "thop's count_normalization: 2 "
-                                     "ops per element, x2 with weights", plain=2),
+        **dict.fromkeys(["batchnorm*@hooked", "layer_norm@hooked", "instance_norm@hooked"], THOP_NORM),
         "avgpool*@hooked": Rule("out", 1, "pooling counted per output", "thop counts average pooling as 1 op "
                                 "per output element"),
         "adaptive_avgpool*@hooked": Rule("in", 1, "pooling counted per input", "thop counts adaptive average "

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+
+from modules import Lambda
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
@@ -21,15 +23,6 @@ from cnncost.trace.models import load
 from cnncost.trace.ops import layer_of
 
 
-class Lambda(nn.Module):
-    """A module whose forward is a function of its inputs."""
-
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *args):
-        return self.f(*args)
 
 
 def traced(f, *inputs, device: str = "meta", module: nn.Module | None = None):

@@ -12,18 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules import Lambda
+
 T = torch.randn
 
 
-class Lambda(nn.Module):
-    """A module whose forward applies a function (functional forms of the ops)."""
-
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *args):
-        return self.f(*args)
 
 
 class BatchNorms(nn.Module):
