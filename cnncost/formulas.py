@@ -379,13 +379,14 @@ def adaptive_bins(size: int, out: int) -> int:
     return sum(math.ceil((i + 1) * size / out) - (i * size) // out for i in range(out))
 
 
-def adaptive_pool(in_shape: Shape, output_size=1, *, kind: str = "adaptive_avgpool2d", rank: int = 2) -> Cost:
+def adaptive_pool(in_shape: Shape, output_size=1, keepdim: bool = True, *, kind: str = "adaptive_avgpool2d",
+                  rank: int = 2) -> Cost:
     """Adaptive pool: one add (or compare) per input position in each output bin (N C H W for output 1x1)."""
     spatial = spatial_dims(in_shape, rank)
     outs = tuple(size if o is None else o for size, o in zip(spatial, ntuple(output_size, rank, "output size")))
     if min(outs) <= 0:
         raise CnnCostError(f"output size must be positive, got {output_size}")
-    out_shape = (*in_shape[:-rank], *outs)
+    out_shape = (*in_shape[:-rank], *outs) if keepdim else in_shape[:-rank]  # (H8) x.mean((2, 3)) drops the dims
     macs = math.prod(in_shape[:-rank]) * math.prod(adaptive_bins(size, o) for size, o in zip(spatial, outs))
     return Cost(kind, "pool", in_shape, out_shape, macs=macs, input_elements=math.prod(in_shape),
                 kernel=f"->{fmt_shape(outs)}")
@@ -695,8 +696,11 @@ def scaled_dot_product_attention(in_shape: Shape, key: Shape, value: Shape, mask
 @formula("multi_head_attention")
 def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, in_bias: bool = True,
                          out_bias: bool = True, mask: bool = False, average_weights: bool = False,
-                         extra_keys: int = 0) -> Cost:
+                         extra_keys: int = 0, strided: bool = False) -> Cost:
     """nn.MultiheadAttention on q (L, N, E): q, k, v projections + attention of heads x E/heads + out-projection."""
+    # (H8) strided: a batch_first query of batch > 1 reaches the in-projection transposed, where aten.linear runs as
+    # mm + add, not addmm: its bias adds are then a part of their own (in_proj_bias, no MACs), which tools that count
+    # addmm's bias (ptflops's aten backend) do not see.
     key, value = check_shape(key), check_shape(value)
     length, batch, embed = (in_shape[0], 1, in_shape[1]) if len(in_shape) == 2 else in_shape
     if embed % heads:
@@ -705,9 +709,13 @@ def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, 
     queries, keys = (batch, heads, length, embed // heads), (batch, heads, source, embed // heads)
     sdpa = scaled_dot_product_attention(queries, keys, keys, (batch, heads, length, source) if mask else None)
     averaged = (("average", reduction((batch, heads, length, source), 1, kind="mean")),) if average_weights else ()
-    parts = (("q_proj", linear(in_shape, embed, in_bias)), ("k_proj", linear(key, embed, in_bias)),
-             ("v_proj", linear(value, embed, in_bias)), *sdpa.parts, *averaged,
-             ("out_proj", linear(in_shape, embed, out_bias)))
+    fused_bias = in_bias and not strided
+    projections = [linear(shape_, embed, fused_bias) for shape_ in (in_shape, key, value)]
+    in_bias_adds = [("in_bias", Cost("in_proj_bias", "linear", p.out_shape, p.out_shape,
+                                     bias_adds=math.prod(p.out_shape), input_elements=math.prod(p.out_shape)))
+                    for p in projections] if in_bias and strided else []
+    parts = (("q_proj", projections[0]), ("k_proj", projections[1]), ("v_proj", projections[2]), *in_bias_adds,
+             *sdpa.parts, *averaged, ("out_proj", linear(in_shape, embed, out_bias)))
     return Cost("multi_head_attention", "other", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
                 bias_adds=sum(p.bias_adds for _, p in parts), params=sum(p.params for _, p in parts),
                 input_elements=math.prod(in_shape) + math.prod(key) + math.prod(value), parts=parts)
@@ -731,6 +739,111 @@ def nms(in_shape: Shape) -> Cost:
     n = in_shape[0]
     return Cost("nms", "other", in_shape, (n,), macs=n * max(1, math.ceil(math.log2(n))) + n * (n - 1) // 2 * IOU_OPS,
                 input_elements=n * 5)
+
+
+@formula("glu")
+def glu(in_shape: Shape, dim: int = -1) -> Cost:
+    """GLU a * sigmoid(b) of the two halves along dim: 1 sigmoid + 1 multiply = 2 ops per output element."""
+    dim = dim % len(in_shape)
+    if in_shape[dim] % 2:
+        raise CnnCostError(f"glu halves dim {dim}, whose size {in_shape[dim]} is odd")
+    out_shape = in_shape[:dim] + (in_shape[dim] // 2,) + in_shape[dim + 1:]
+    return Cost("glu", "activation", in_shape, out_shape, macs=2 * math.prod(out_shape),
+                input_elements=math.prod(in_shape))
+
+
+EMBEDDING_BAG_MODES = ("sum", "mean", "max")
+
+
+@formula("embedding_bag")
+def embedding_bag(in_shape: Shape, embedding_dim: int, bags: int, mode: str = "mean", weighted: bool = False) -> Cost:
+    """EmbeddingBag: 1 add (max: compare) per gathered element (indices x dim), + 1 multiply each if weighted,
+    + 1 divide per output element for mean."""
+    if mode not in EMBEDDING_BAG_MODES:
+        raise CnnCostError(f"embedding_bag mode must be one of {', '.join(EMBEDDING_BAG_MODES)}, got {mode!r}")
+    gathered, out_shape = math.prod(in_shape) * embedding_dim, (bags, embedding_dim)
+    macs = gathered * (1 + bool(weighted)) + (math.prod(out_shape) if mode == "mean" else 0)
+    return Cost("embedding_bag", "other", in_shape, out_shape, macs=macs,
+                input_elements=gathered + math.prod(in_shape) * (1 + bool(weighted)))
+
+
+@formula("logsumexp")
+def logsumexp(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False) -> Cost:
+    """log(sum(exp(x))) over dims: max, subtract, exp, add = 4 ops per input element + 1 log per output element."""
+    n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
+    return Cost("logsumexp", "elementwise", in_shape, out_shape, macs=4 * n + math.prod(out_shape), input_elements=n)
+
+
+RNN_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# Cell ops per hidden unit and step besides the products: LSTM 3 sigmoids + 2 tanh + c = f c + i g (3) + h = o tanh c
+# (1) = 9; GRU 2 sigmoids + tanh + r (W h + b) (1) + n + ... (1) + h = (1 - z) n + z h (3) = 8; tanh / ReLU RNN 1.
+RNN_CELL_OPS = {"lstm": 9, "gru": 8, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+@formula("rnn")
+def rnn(in_shape: Shape, hidden: int, mode: str = "lstm", layers: int = 1, bidirectional: bool = False,
+        bias: bool = True, proj: int = 0) -> Cost:
+    """LSTM/GRU/RNN on (T, N, I), per step, layer, direction: gates H (in + H_out) (+ H proj) MACs, 2 gates H bias adds."""
+    if mode not in RNN_GATES:
+        raise CnnCostError(f"rnn mode must be one of {', '.join(RNN_GATES)}, got {mode!r}")
+    steps, batch, features = in_shape if len(in_shape) == 3 else (in_shape[0], 1, in_shape[-1])
+    directions, out_width, gates = 1 + bool(bidirectional), proj or hidden, RNN_GATES[mode] * hidden
+    macs = width = 0
+    for layer in range(layers):
+        width = features if layer == 0 else out_width * directions
+        macs += directions * steps * batch * (gates * (width + out_width) + (hidden * proj if proj else 0))
+    out_shape = (*in_shape[:-1], out_width * directions)
+    runs = layers * directions * steps * batch
+    products = Cost("linear", "linear", in_shape, out_shape, macs=macs, bias_adds=2 * runs * gates if bias else 0,
+                    input_elements=math.prod(in_shape))
+    cell = Cost(f"{mode}_cell", "activation", in_shape, out_shape, macs=runs * hidden * RNN_CELL_OPS[mode],
+                input_elements=runs * gates)
+    return Cost("rnn", "other", in_shape, out_shape, macs=products.macs + cell.macs, bias_adds=products.bias_adds,
+                input_elements=products.input_elements, parts=(("", products), ("cell", cell)))
+
+
+@formula("bilinear")
+def bilinear(in_shape: Shape, in2_features: int, out_features: int, bias: bool = True) -> Cost:
+    """nn.Bilinear y_k = x1^T A_k x2 + b_k: MACs = rows x out x in1 x in2; params = out in1 in2 (+ out bias)."""
+    rows, in1 = math.prod(in_shape[:-1]), in_shape[-1]
+    out_shape = (*in_shape[:-1], out_features)
+    return Cost("bilinear", "linear", in_shape, out_shape, macs=rows * out_features * in1 * in2_features,
+                bias_adds=rows * out_features if bias else 0,
+                params=out_features * in1 * in2_features + (out_features if bias else 0),
+                input_elements=rows * (in1 + in2_features))
+
+
+@formula("trilinear")
+def trilinear(in_shape: Shape, joint: Sequence[int], out_shape: Sequence[int]) -> Cost:
+    """aten._trilinear (nn.Bilinear's forward and gradients): 1 MAC per point of its three operands' joint space."""
+    return Cost("trilinear", "linear", in_shape, tuple(out_shape), macs=math.prod(joint),
+                input_elements=math.prod(in_shape))
+
+
+@formula("affine_grid")
+def affine_grid(in_shape: Shape, size: Sequence[int]) -> Cost:
+    """F.affine_grid from theta (N, r, r+1): each of the N x prod(spatial) points is theta (x, 1): r (r+1) MACs."""
+    rank = len(size) - 2
+    points = size[0] * math.prod(size[2:])
+    return Cost("affine_grid", "other", in_shape, (size[0], *size[2:], rank), macs=points * rank * (rank + 1),
+                input_elements=math.prod(in_shape))
+
+
+@formula("cdist")
+def cdist(in_shape: Shape, other: Shape) -> Cost:
+    """torch.cdist of x1 (..., P, M), x2 (..., R, M): subtract, |.|^p, add = 3 ops per pair and feature + 1 root."""
+    other = check_shape(other)
+    pairs = math.prod(in_shape[:-1]) * other[-2]
+    return Cost("cdist", "other", in_shape, (*in_shape[:-1], other[-2]), macs=pairs * (3 * in_shape[-1] + 1),
+                input_elements=math.prod(in_shape) + math.prod(other))
+
+
+@formula("fft")
+def fft(in_shape: Shape, dims: Sequence[int] = (-1,), out_shape: Sequence[int] | None = None) -> Cost:
+    """FFT over dims of n_d points each: 1 butterfly op per element per stage = prod(shape) x sum ceil(log2 n_d)."""
+    stages = sum(max(1, math.ceil(math.log2(in_shape[d]))) for d in dims)
+    return Cost("fft", "other", in_shape, tuple(out_shape or in_shape), macs=math.prod(in_shape) * stages,
+                input_elements=math.prod(in_shape))
 
 
 # (forward ops added for issue 10 go above this line)

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import pandas as pd
 
+from cnncost.errors import CnnCostError
 from cnncost.formulas import CATEGORIES, CORE
 from cnncost.result import Result
 from cnncost.trace.kinds import MODULE_KINDS
@@ -131,6 +132,8 @@ THOP_NORM = Rule("out", 4, "norm counted as 4 per element", "thop's count_normal
                  "x2 with weights", plain=2)
 RULES: dict[str, dict[str, Rule]] = {
     "fvcore": {
+        **{f"linear@{rnn}": skipped("recurrent layer not counted", FVCORE_SKIPS.format("lstm/gru/rnn_tanh/rnn_relu"))
+           for rnn in ("LSTM", "GRU", "RNN")},  # (H8) their products run inside one aten::lstm / gru / rnn_* op
         "batchnorm*": Rule("folded x2", 1, "batch norm counted x2", "fvcore's batchnorm_flop_jit " + FOLDED_X2),
         "lrn": skipped("local response norm not counted", FVCORE_SKIPS.format("pow/avg_pool3d/div (LRN's ops)")),
         "adaptive_avgpool2d": Rule("in", 1, "pooling counted", "fvcore counts adaptive average pooling as 1 op "
@@ -150,6 +153,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "*other": skipped("losses and other ops not counted", FVCORE_SKIPS.format("nll_loss/...")),
     },
     "fvcore-activations": {
+        **{f"linear@{rnn}": skipped("recurrent layer not counted", "fvcore's activation count has no handle for "
+                                    "aten::lstm/gru/rnn_*") for rnn in ("LSTM", "GRU", "RNN")},  # (H8)
         "conv*": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
                       "conv and matrix multiply"),
         "linear": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
@@ -167,6 +172,12 @@ RULES: dict[str, dict[str, Rule]] = {
                          "Conv3DSimple)"),
         "attention@hooked": Rule("ptflops mha", 1, "attention counted by its module hook", PTFLOPS_MHA),
         "linear@MultiheadAttention": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),
+        "in_proj_bias": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),  # (H8) see formulas.multi_head_attention
+        # (H8) nn.TransformerEncoderLayer / DecoderLayer keep F.relu / F.gelu as an attribute taken when built,
+        # before ptflops patches torch.nn.functional: the call escapes its patch
+        **{f"{act}@{layer}": skipped("stored activation not patched", "nn.Transformer{}Layer calls the F.{} it "
+                                     "stored when built, not ptflops's patched one".format(layer[11:-5], act))
+           for act in ("relu", "gelu") for layer in ("TransformerEncoderLayer", "TransformerDecoderLayer")},
         "softmax@MultiheadAttention": skipped("in the attention hook's count", PTFLOPS_MHA),
         "mul@MultiheadAttention": skipped("scores not scaled", PTFLOPS_MHA + "; it scales the query instead of "
                                           "the scores"),
@@ -219,6 +230,9 @@ RULES: dict[str, dict[str, Rule]] = {
                                 "torch.mul / Tensor.mul, not the + and * operators"),
     },
     "ptflops-aten": {"conv*": BIAS, "linear": BIAS,
+                     "in_proj_bias": skipped("in-projection bias as an add", "a batch_first query of batch > 1 "
+                                             "reaches nn.MultiheadAttention's in-projection transposed: aten.linear "
+                                             "runs as mm + add there, and ptflops's aten backend counts mm, not add"),
                      "attention": Rule("macs", 1, "", "on the meta device, where verify runs it, attention runs "
                                        "as its math decomposition, whose bmm's ptflops counts"),
                      **not_counted("ptflops-aten", "ptflops's aten backend counts only convolutions and matrix "
@@ -241,6 +255,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "deepspeed-flops": {
         "conv*": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
                       "bias add"),
+        "in_proj_bias": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add "
+                             "per bias add (its F.linear patch sees nn.MultiheadAttention's in-projection)"),  # (H8)
         "linear": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
                        "bias add (addmm/baddbmm: per output element)"),
         "attention": Rule("macs", 2, "FLOPs", "DeepSpeed counts F.scaled_dot_product_attention as 2 x the MACs "
@@ -264,6 +280,13 @@ RULES: dict[str, dict[str, Rule]] = {
         "*other": skipped("losses and other ops not counted", "DeepSpeed does not patch cross_entropy/..."),
     },
 }
+# (H8) nn.Bilinear (F.bilinear, aten._trilinear): no tool has a count for it (torch's counter no formula, fvcore no
+# handle, ptflops / thop / DeepSpeed no hook or patch).
+for _tool, _rules in RULES.items():
+    for _kind in ("bilinear", "trilinear"):
+        _rules.setdefault(_kind, skipped("bilinear not counted", f"{TOOL_NAMES.get(_tool, _tool)} has no count for "
+                                         "nn.Bilinear (F.bilinear, aten._trilinear)"))
+
 # One MAC in the tool's own unit where the tool reports FLOPs but its rules above count MACs (torch's counter;
 # DeepSpeed's FLOPs have rules of their own, 'deepspeed-flops').
 PER_MAC = {"torch": 2}
@@ -279,6 +302,21 @@ def rule(tool: str, row) -> Rule:
         if key in rules:
             return rules[key]
     return SAME
+
+
+# (H8) A tool meant for meta runs on the CPU where the model's forward fails on meta (a tensor made on the CPU
+# inside forward): there F.scaled_dot_product_attention runs as the fused _scaled_dot_product_flash_attention_for_cpu
+# kernel, for which torch's counter has no formula and which ptflops's aten backend does not count.
+CPU_ATTENTION = ("on the CPU, F.scaled_dot_product_attention runs as aten._scaled_dot_product_flash_attention_for_cpu, "
+                 "which {} does not count")
+CPU_ATTENTION_TOOLS = {"torch": "torch's counter", "ptflops-aten": "ptflops's aten backend"}
+
+
+def on_device(tool: str, device: str, row) -> Rule | None:
+    """(H8) The rule for a row that depends on where the tool ran (None: the tool's usual rule)."""
+    if device == "cpu" and tool in CPU_ATTENTION_TOOLS and row.kind == "attention" and in_attention(row):
+        return skipped("fused CPU attention not counted", CPU_ATTENTION.format(CPU_ATTENTION_TOOLS[tool]))
+    return None
 
 
 def hooked(module: str, kind: str) -> bool:
@@ -342,10 +380,11 @@ def grouped(result: Result, column: str = "macs") -> pd.Series:
     return rows.groupby(["name", "category"], sort=False)[column].sum()
 
 
-def predicted(tool: str, trace: Result) -> pd.DataFrame:
-    """Per traced row: what the tool should count, and the cause when that differs from our MACs."""
+def predicted(tool: str, trace: Result, device: str = "") -> pd.DataFrame:
+    """Per traced row: what the tool should count, and the cause when that differs from our MACs (a tool that ran
+    on `device`)."""
     rows = trace.table[~trace.table.kind.isin(["(unused)"])]
-    rules = [rule(tool, r) for r in rows.itertuples()]
+    rules = [on_device(tool, device, r) or rule(tool, r) for r in rows.itertuples()]
     return pd.DataFrame({"name": rows.name.values, "category": rows.category.values, "macs": rows.macs.values,
                          "expected": [rl.count(r) for rl, r in zip(rules, rows.itertuples())],
                          "cause": [rl.cause for rl in rules], "why": [rl.why for rl in rules]})
@@ -360,15 +399,16 @@ def join_layers(v: Verification) -> pd.DataFrame:
     kinds = v.trace.table.groupby(["name", "category"], sort=False).kind.agg(lambda k: "+".join(dict.fromkeys(k)))
     table.insert(2, "kind", [kinds.get((n, c), "") for n, c in zip(table.name, table.category)])
     for tool in v.tools:
-        table = table.merge(expected_by_layer(tool, v.trace), on=["name", "category"], how="left")
+        table = table.merge(expected_by_layer(tool, v.trace, v.tools[tool].device), on=["name", "category"],
+                            how="left")
     table["cause"] = [layer_cause(v, r) for r in table.to_dict("records")]
     keep = ["name", "category", "kind", *[c for c in table if c.endswith("_macs")], "cause"]
     return table[keep].astype({c: "Int64" for c in keep if c.endswith("_macs")})
 
 
-def expected_by_layer(tool: str, trace: Result) -> pd.DataFrame:
+def expected_by_layer(tool: str, trace: Result, device: str = "") -> pd.DataFrame:
     """A tool's predicted count and causes per (name, category)."""
-    p = predicted(tool, trace)
+    p = predicted(tool, trace, device)
     p["cause"] = p.cause.where(p.expected != p.macs, "")
     return p.groupby(["name", "category"], sort=False).agg(
         **{column(tool, "expected"): ("expected", "sum"),
@@ -433,7 +473,7 @@ def reported(result: Result) -> str:
 
 def tool_causes(tool: str, v: Verification) -> list[dict]:
     """A tool's total as ours plus named differences, per category; any remainder is 'unexplained'."""
-    p = predicted(tool, v.trace)
+    p = predicted(tool, v.trace, v.tools[tool].device)
     p["difference"] = p.expected - p.macs
     named = p[p.difference != 0].groupby(["category", "cause", "why"], sort=False).difference.sum().reset_index()
     rows = [{"source": TOOL_NAMES[tool], **r} for r in named.to_dict("records")]
@@ -519,14 +559,20 @@ def core_mismatches(v: Verification) -> list[str]:
 
 
 def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str, ...] | None = None,
-           aux: bool = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None) -> Verification:
-    """Trace a model, run the tools, join everything with the analytic spec and explain every difference."""
+           aux: bool | None = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None,
+           shapes: list | None = None, aux_given: bool = False) -> Verification:
+    """Trace a model, run the tools, join everything with the analytic spec and explain every difference.
+    aux None: as torchvision's metadata counts the heads (aux_given: the user asked for --aux / --no-aux, refused
+    on a model without heads); shapes: (shape, dtype name) of each input (--input)."""
     from cnncost.specs import MODELS, build
     from cnncost.trace.adapters import TOOLS, run_tools
     from cnncost.trace.counter import trace
     from cnncost.trace.models import load
 
     source = load(name, aux, kwargs)
+    if aux_given:
+        check_aux(source, aux)
+    source.shapes = shapes or source.shapes
     traced = trace(source, batch, size, strict=strict, dtype=dtype)
     analytic = Result.from_spec(build(source.spec, batch, size), dtype) if source.spec else None
     results, errors = run_tools(source, TOOLS if tools is None else tools, batch, size)
@@ -542,6 +588,13 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     v.causes += meta_causes(v)
     v.mismatches = core_mismatches(v)
     return v
+
+
+def check_aux(source, aux: bool | None) -> None:
+    """(H8) --aux / --no-aux only for a model with auxiliary heads, as `cnncost trace` refuses them."""
+    if aux is not None and not source.aux_heads:
+        raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
+                           f"Inception-v3, FCN and DeepLabV3 models have them)")
 
 
 def aux_parameters(source) -> int:

@@ -123,6 +123,7 @@ def verify(
                                         "unexplained only), all, none.")] = "diff",
     size: SizeOpt = None,
     batch: BatchOpt = 1,
+    inputs: InputOpt = None,  # (H8) as trace's --input
     aux: AuxOpt = None,
     arg: ArgOpt = None,
     strict: StrictOpt = False,
@@ -145,8 +146,12 @@ def verify(
         from cnncost.errors import CnnCostError
         raise CnnCostError(f"--layers must be diff, all or none, got {layers!r}")
     from cnncost import progress  # H3: one bar on stderr naming the model in progress
+    from cnncost.trace.models import parse_input  # (H8) --input, and --aux refused on a model without heads
+    if inputs and (size is not None or batch != 1):
+        raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size or --batch")
+    shapes = [parse_input(text) for text in inputs or []]
     results = progress.each("verify", names, lambda n: check(n, size, batch, chosen, aux, strict, dtype,
-                                                             parse_kwargs(arg)))
+                                                             parse_kwargs(arg), shapes, aux is not None))
     for v in results:
         notice([f"{v.model}: {n}" for n in v.trace.notes] + [f"{v.model}: {t} failed: {e}" for t, e in v.errors.items()])
     data = report_data(results, u)

@@ -7,7 +7,7 @@ import typer
 
 from cnncost.cli.app import app
 from cnncost.cli.options import BatchOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt, lower
-from cnncost.cli.trace import TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, notice
+from cnncost.cli.trace import TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, InputOpt, notice
 
 SHOWN = ("name", "kind", "params", "forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs",
          "optimizer_macs", "train_macs", "saved_bytes")
@@ -30,7 +30,7 @@ def with_memory(table, per_module) -> list[dict]:
     saved = dict(zip(per_module.name, per_module.saved_bytes)) if per_module is not None else {}
     rows = table.to_dict("records")
     for row in rows:
-        row["saved_bytes"] = int(saved.get(row["name"], 0))
+        row["saved_bytes"] = int(saved.pop(row["name"], 0))  # (H8) a module's later rows (other kinds): 0, not again
     return rows
 
 
@@ -60,6 +60,7 @@ def train(
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     batch: BatchOpt = 1,
     size: SizeOpt = None,
+    inputs: InputOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", callback=lower,
                                        help="fp32, or bf16 / fp16 mixed precision (autocast).")] = "fp32",
     optimizer: Annotated[str, typer.Option("--optimizer", callback=lower,
@@ -81,7 +82,7 @@ def train(
     from cnncost.cli.models import prepare
     from cnncost.errors import CnnCostError
     from cnncost.output import emit, in_unit
-    from cnncost.trace.models import load
+    from cnncost.trace.models import load, parse_input
     from cnncost.trace.train import SOURCE, check_args, train as trace_train
     from cnncost.trace.userfile import parse_kwargs
 
@@ -89,17 +90,23 @@ def train(
     check_args(optimizer, dtype)
     if batch <= 0:
         raise CnnCostError(f"--batch must be positive, got {batch}")
+    if inputs and (size is not None or batch != 1 or channels != 3):
+        raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size, --batch or "
+                           "--channels (--fit still searches over its first dim)")
+    shapes = [parse_input(text) for text in inputs or []]
     target = memory_target(fit) if fit else None
     source = load(model, aux, parse_kwargs(arg), channels)
+    source.shapes = shapes or source.shapes
     result = trace_train(source, batch, size, optimizer, dtype, input_grad)
-    per_module, memory, notes = predicted_memory(source, batch, size, optimizer, dtype, input_grad)
+    per_module, memory, notes = predicted_memory(source, batch, size, optimizer, dtype, input_grad, result.device)
     fitted = largest(source, target, size, dtype, optimizer, notes) if target else None
     rows = in_unit(with_memory(result.table, per_module), u)
     totals = in_unit([totals_of(result, memory)], u)[0]
     categories = in_unit(category_rows(result), u)
     shape = "x".join(map(str, result.input_shape))
     data = {"model": result.model, "source": SOURCE, "input_shape": list(result.input_shape),
-            "batch": batch, "dtype": dtype, "optimizer": optimizer, "input_grad": input_grad, "unit": u.name,
+            "batch": result.input_shape[0] if result.input_shape else batch, "device": result.device,
+            "dtype": dtype, "optimizer": optimizer, "input_grad": input_grad, "unit": u.name,
             "rows": rows, "totals": totals, "by_category": categories, "fit": fitted,
             "unsupported": result.unsupported, "notes": result.notes + notes}
     shown_columns = [c.replace("macs", u.name) for c in SHOWN]
@@ -108,7 +115,8 @@ def train(
     shown = rows if fmt in ("json", "csv") else [{k: r[k] for k in shown_columns} for r in rows]
     tables = {f"{result.model} training step on {shape} ({dtype}, {optimizer}"
               f"{', input needs grad' if input_grad else ''}), per layer ({u.label})": shown,
-              "Totals (the sum of the rows; memory predicted on meta)": [totals] if fmt == "csv" else vertical(totals),
+              f"Totals (the sum of the rows; memory predicted on {result.device})":
+                  [totals] if fmt == "csv" else vertical(totals),
               "By category": categories}
     if fitted:
         tables["Largest batch that fits"] = [fitted]
@@ -118,16 +126,17 @@ def train(
     emit(tables, fmt, output, data=data)
 
 
-def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input_grad: bool):
+def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input_grad: bool, device: str = "meta"):
     """The memory tracker's per-module saved bytes and totals for the same step, each storage rounded to the CUDA
     allocator's 512-byte blocks as --fit does (None and a note if the tracker is missing)."""
     try:
         from cnncost.trace.memory import predict_memory
     except ImportError:
         return None, {}, ["memory prediction is not available (cnncost.trace.memory)"]
-    from cnncost.trace.train import targets_for
-    model = source.build("meta")
-    report = predict_memory(model, source.input(batch, size, "meta"), targets_for(batch), optimizer, dtype,
+    from cnncost.trace.train import batch_of, targets_for
+    model = source.build(device)  # (H8) the CPU where the step could not run on meta
+    inputs = source.inputs(batch, size, device)
+    report = predict_memory(model, inputs, targets_for(batch_of(inputs, batch), device), optimizer, dtype,
                             input_grad, allocator="cuda")
     totals = {k: v for k, v in report.totals.items() if k.endswith("_bytes") and not k.startswith("peak_")
               or k == "peak_bytes"}

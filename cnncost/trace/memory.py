@@ -29,6 +29,7 @@ from cnncost.errors import CnnCostError
 from cnncost.trace.step import (
     AUTOCAST,
     OPTIMIZERS,
+    as_inputs,
     make_optimizer,
     prime,
     training_step,
@@ -205,9 +206,9 @@ def check_args(optimizer: str, dtype: str, allocator: str) -> None:
         raise CnnCostError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
 
 
-def device_of(inputs: tuple) -> str:
+def device_of(inputs) -> str:
     """The device type the step runs on: that of the first input tensor."""
-    return next(x.device.type for x in inputs if isinstance(x, torch.Tensor))
+    return inputs.tensors()[0].device.type
 
 
 def ready_optimizer(model: torch.nn.Module, optimizer: str) -> torch.optim.Optimizer:
@@ -216,13 +217,6 @@ def ready_optimizer(model: torch.nn.Module, optimizer: str) -> torch.optim.Optim
     opt = make_optimizer(model, optimizer)
     prime(opt)
     return opt
-
-
-def as_inputs(inputs, input_grad: bool = False) -> tuple:
-    """inputs as a tuple, floating tensors needing a gradient or not."""
-    inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    return tuple(x.detach().requires_grad_(input_grad) if isinstance(x, torch.Tensor) and x.is_floating_point()
-                 else x for x in inputs)
 
 
 def predict_memory(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
@@ -235,13 +229,13 @@ def predict_memory(model: torch.nn.Module, inputs, targets: torch.Tensor, optimi
     return traced_step(model, opt, inputs, targets, dtype, ALLOCATORS[allocator])
 
 
-def traced_step(model: torch.nn.Module, opt: torch.optim.Optimizer, inputs: tuple, targets: torch.Tensor,
+def traced_step(model: torch.nn.Module, opt: torch.optim.Optimizer, inputs, targets: torch.Tensor,
                 dtype: str, block: int) -> MemoryReport:
     """One training step under the live-bytes mode and the saved-tensor hooks."""
     live = LiveBytes(block)
     for category, tensors in (("params", list(model.parameters())), ("buffers", list(model.buffers())),
                               ("optimizer_state", state_tensors(opt)),
-                              ("inputs", [*(x for x in inputs if isinstance(x, torch.Tensor)), targets])):
+                              ("inputs", [*as_inputs(inputs).tensors(), targets])):
         for t in tensors:
             live.track(t, category)
     live.peak, live.at_peak, live.at_start = live.total(), dict(live.live), dict(live.live)
@@ -249,7 +243,7 @@ def traced_step(model: torch.nn.Module, opt: torch.optim.Optimizer, inputs: tupl
     saved = SavedTensors(model, set(live.category), block)
     try:
         with live, saved.hooks():
-            training_step(model, inputs, targets, opt, dtype, device_of(inputs))
+            training_step(model, inputs, targets, opt, dtype, device_of(as_inputs(inputs)))
     finally:
         for h in handles:
             h.remove()
@@ -288,9 +282,9 @@ def measure_cpu_step(model: torch.nn.Module, inputs, targets: torch.Tensor, opti
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    inputs = as_inputs(inputs)
     opt = ready_optimizer(model, optimizer)
-    start = unique_bytes([*model.parameters(), *model.buffers(), *state_tensors(opt), *inputs, targets])
+    start = unique_bytes([*model.parameters(), *model.buffers(), *state_tensors(opt), *inputs.tensors(), targets])
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         training_step(model, inputs, targets, opt, dtype, "cpu")
     events = list(walk(prof.profiler.kineto_results.experimental_event_tree()))
@@ -375,9 +369,9 @@ class BatchPeaks:
     def report(self, batch: int) -> MemoryReport:
         """The MemoryReport of a step at this batch."""
         if batch not in self.reports:
-            x = self.source.input(batch, self.size, "meta")
+            x = self.source.batched_inputs(batch, self.size, "meta")
             targets = torch.zeros(batch, dtype=torch.long, device="meta")
-            self.reports[batch] = traced_step(self.model, self.optimizer, (x,), targets, self.dtype, self.block)
+            self.reports[batch] = traced_step(self.model, self.optimizer, x, targets, self.dtype, self.block)
         return self.reports[batch]
 
     def peak(self, batch: int) -> int:

@@ -211,6 +211,16 @@ class ModelSource:
                                f"channels {self.channels}, size {size}")
         return Inputs(LAYOUTS[self.layout](batch, self.channels, hw, device))
 
+    def batched_inputs(self, batch: int, size: int | None = None, device: str = "meta") -> Inputs:
+        """(H8) The inputs at a batch, for --fit's search: --input shapes with their first dim set to it; a
+        factory's example inputs cannot be re-batched."""
+        if self.example is not None:
+            raise CnnCostError(f"{self.name}: --fit searches over the batch, but the factory returns fixed example "
+                               f"inputs; --fit needs inputs it can re-batch (--input shapes)")
+        if self.shapes:
+            return Inputs(tuple(make_tensor((batch, *s[1:]), d, device) for s, d in self.shapes))
+        return self.inputs(batch, size, device)
+
     def hw(self) -> tuple[int, int]:
         """The default input height and width."""
         r = self.resolution

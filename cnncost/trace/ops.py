@@ -32,6 +32,10 @@ FREE = FREE | frozenset(["_record_function_enter", "_record_function_enter_new",
 # (H1b) tensors a forward makes from nothing (random, constant, ranges), like zeros; more views
 FREE = FREE | frozenset("""rand randn randint rand_like randn_like randint_like normal uniform bernoulli linspace
 logspace eye new_full resize diagonal view_as_real view_as_complex _cuda_version""".split())
+# (H8) views an RNN's decomposition (nn.LSTM / nn.GRU on meta) splits its gates with
+FREE = FREE | frozenset(["unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk"])
+# (H8) window functions (torch.stft's window): tensors made from nothing, like arange
+FREE = FREE | frozenset(["hann_window", "hamming_window", "blackman_window", "bartlett_window", "kaiser_window"])
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
-from cnncost.formulas import BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, UNARY
-from cnncost.trace.ops import SIGNATURES, Handler, Layer, handles, handles_function, shape
+from cnncost.formulas import BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, RNN_GATES, UNARY
+from cnncost.trace.ops import SIGNATURES, Handler, Layer, first_tensor, handles, handles_function, shape
 
 
 def tensors(args: Any) -> list[torch.Tensor]:
@@ -121,7 +121,8 @@ def multi_head_attention(a: dict, out) -> Layer:
         "in_bias": a["in_proj_bias"] is not None, "out_bias": a["out_proj_bias"] is not None,
         "mask": a["attn_mask"] is not None or a["key_padding_mask"] is not None,
         "average_weights": bool(a["need_weights"] and a["average_attn_weights"]),
-        "extra_keys": int(a["bias_k"] is not None) + int(bool(a["add_zero_attn"]))}
+        "extra_keys": int(a["bias_k"] is not None) + int(bool(a["add_zero_attn"])),
+        "strided": not a["query"].is_contiguous()}  # (H8) in-projection bias as an add: see the formula
 
 
 @handles("_native_multi_head_attention")
@@ -131,7 +132,88 @@ def native_multi_head_attention(args: tuple, out) -> Layer:
     q, k, v = ((x.shape[1], x.shape[0], x.shape[2]) if x.dim() == 3 else shape(x) for x in args[:3])
     return "multi_head_attention", q, {"key": k, "value": v, "heads": args[4], "in_bias": args[6] is not None,
                                        "out_bias": args[8] is not None, "mask": args[9] is not None,
-                                       "average_weights": bool(args[10] and args[11])}
+                                       "average_weights": bool(args[10] and args[11]),
+                                       # (H8) as the module's slow path, which transposes a batch-first query
+                                       "strided": args[0].dim() == 3 and not args[0].transpose(0, 1).is_contiguous()}
+
+
+# -- recurrent layers (H8) -------------------------------------------------------------------------------------
+# nn.LSTM / nn.GRU / nn.RNN call torch.lstm / gru / rnn_tanh / rnn_relu: a fused kernel on the CPU (mkldnn_rnn_layer),
+# mm's and pointwise ops on meta; booked whole, as one layer, so that it costs the same on every device.
+
+
+def rnn_signature(*args):
+    """torch.lstm/gru/rnn_*(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first),
+    or for a packed sequence (data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)."""
+
+
+def recurrent(mode: str):
+    """The layer of one torch.lstm / gru / rnn_* call, from its weights (w_ih: gates H x I, w_hh: gates H x H_out)."""
+    def handler(a: dict, out) -> Layer:
+        args = a["args"]
+        packed = isinstance(args[1], torch.Tensor) and args[1].dim() == 1 and not args[1].is_floating_point()
+        x, params, has_biases, layers, bidirectional = (
+            args[0], args[3], args[4], args[5], args[8]) if packed else (args[0], args[2], args[3], args[4], args[7])
+        in_shape = (x.shape[0], 1, x.shape[1]) if packed else shape(x)
+        if not packed and args[8] and x.dim() == 3:  # batch_first: (N, T, I)
+            in_shape = (x.shape[1], x.shape[0], x.shape[2])
+        w_ih, w_hh = params[0], params[1]
+        hidden = w_ih.shape[0] // RNN_GATES[mode]
+        proj = w_hh.shape[1] if w_hh.shape[1] != hidden else 0
+        return "rnn", in_shape, {"hidden": hidden, "mode": mode, "layers": layers, "bidirectional": bidirectional,
+                                 "bias": bool(has_biases), "proj": proj}
+    return handler
+
+
+for _mode in RNN_GATES:
+    SIGNATURES[getattr(torch, _mode)] = rnn_signature
+    handles_function(getattr(torch, _mode))(recurrent(_mode))
+
+
+def bilinear_signature(input1, input2, weight, bias=None):
+    """F.bilinear's arguments (the builtin has no Python signature)."""
+
+
+SIGNATURES[F.bilinear] = bilinear_signature
+
+
+@handles_function(F.bilinear)
+def bilinear(a: dict, out) -> Layer:
+    """(H8) F.bilinear(x1 (..., in1), x2 (..., in2), weight (out, in1, in2), bias): one layer (aten._trilinear and
+    the bias add)."""
+    out_features, _, in2 = a["weight"].shape
+    return "bilinear", shape(a["input1"]), {"in2_features": in2, "out_features": out_features,
+                                             "bias": a["bias"] is not None}
+
+
+@handles("_trilinear")
+def trilinear(args: tuple, out) -> Layer:
+    """(H8) _trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim): each operand unsqueezed at its
+    expand dims, broadcast together, multiplied and summed over sumdim."""
+    def expanded(t, dims):
+        size = list(t.shape)
+        for d in sorted(dims):
+            size.insert(d, 1)
+        return size
+    parts = [expanded(t, dims) for t, dims in zip(args[:3], args[3:6])]
+    joint = tuple(max(sizes) for sizes in zip(*parts))
+    return "trilinear", shape(args[0]), {"joint": joint, "out_shape": tuple(out.shape)}
+
+
+@handles("_cdist_forward")
+def cdist(args: tuple, out) -> Layer:
+    """(H8) _cdist_forward(x1 (..., P, M), x2 (..., R, M), p, compute_mode)."""
+    return "cdist", shape(args[0]), {"other": shape(args[1])}
+
+
+@handles("_fft_r2c", "_fft_c2r", "_fft_c2c")
+def fft(args: tuple, out) -> Layer:
+    """(H8) _fft_r2c(x, dim, normalization, onesided), _fft_c2c(x, dim, normalization, forward), _fft_c2r(x, dim,
+    normalization, last_dim_size): transforms over dims (the larger of input and output sizes along each)."""
+    x, o = args[0], first_tensor(out)
+    dims = [d % x.dim() for d in args[1]]
+    full = tuple(max(a, b) if i in dims else a for i, (a, b) in enumerate(zip(x.shape, o.shape)))
+    return "fft", full, {"dims": tuple(dims), "out_shape": tuple(o.shape)}
 
 
 # -- activations ----------------------------------------------------------------------------------------------
@@ -149,6 +231,12 @@ handles("log_sigmoid_forward", "log_sigmoid")(activation("logsigmoid"))
 handles("rrelu_with_noise")(activation("leaky_relu"))  # at inference, a leaky ReLU of the mean slope
 handles("_softmax", "_safe_softmax", "softmax")(activation("softmax"))
 handles("_log_softmax", "log_softmax")(activation("log_softmax"))
+
+
+@handles("glu")
+def glu(args: tuple, out) -> Layer:
+    """glu(x, dim=-1): a * sigmoid(b) of x's two halves along dim."""
+    return "glu", shape(args[0]), {"dim": args[1]}
 
 
 @handles("hardtanh")
@@ -235,6 +323,9 @@ for _kind in ("var", "std", "var_mean", "std_mean"):
     handles(_kind)(reduction(_kind, keepdim_at=3))
 
 
+handles("logsumexp")(reduction("logsumexp"))  # (H8) logsumexp(self, dim, keepdim)
+
+
 @handles("norm", "linalg_vector_norm")
 def vector_norm(args: tuple, out) -> Layer:
     """norm(self, p, dim, keepdim) / linalg_vector_norm(self, ord, dim, keepdim)."""
@@ -300,8 +391,18 @@ handles("constant_pad_nd", "roll", "flip", "repeat", "tile", "expand_copy", "tri
         "index_put", "_index_put_impl", "_unsafe_index_put", "index_add", "index_copy", "index_fill", "nonzero",
         "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "im2col", "col2im",
         "slice_scatter", "select_scatter", "diagonal_scatter", "diag_embed", "rot90", "_pad_circular",
-        *(f"{mode}_pad{rank}d" for mode in ("reflection", "replication") for rank in (1, 2, 3)))(moved)
+        *(f"{mode}_pad{rank}d" for mode in ("reflection", "replication") for rank in (1, 2, 3)),
+        "_pack_padded_sequence", "_pad_packed_sequence")(moved)  # (H8) packed sequences of an RNN
 handles("index", "_unsafe_index", "index_select", "gather", "take", "embedding", "take_along_dim")(gathered)
+
+
+@handles("_embedding_bag", "_embedding_bag_forward_only")
+def embedding_bag(args: tuple, out) -> Layer:
+    """_embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode (0 sum, 1 mean, 2 max), sparse,
+    per_sample_weights, include_last_offset, padding_idx) -> (output (bags x dim), ...)."""
+    bags, dim = out[0].shape
+    return "embedding_bag", shape(args[1]), {"embedding_dim": dim, "bags": bags,
+                                              "mode": ("sum", "mean", "max")[args[4]], "weighted": args[6] is not None}
 
 
 def one_hot_signature(tensor, num_classes=-1):

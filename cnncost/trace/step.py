@@ -23,9 +23,30 @@ def make_optimizer(model: torch.nn.Module, name: str = "sgd") -> torch.optim.Opt
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+def steady_state(optimizer: torch.optim.Optimizer) -> dict | None:
+    """(H8) On meta, the state that one step of our SGD (momentum buffer) or AdamW (step 1, both moments) leaves
+    each parameter, made directly (as their first step makes it: like the parameter; AdamW's step a CPU scalar);
+    None for another optimizer or real tensors, which take a real step."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not all(p.is_meta for p in params):
+        return None
+    if type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"]:
+        return {p: {"momentum_buffer": torch.zeros_like(p)} for p in params}
+    if type(optimizer) is torch.optim.AdamW and not optimizer.defaults["amsgrad"]:
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return {p: {"step": torch.tensor(1.0, dtype=scalar), "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p)} for p in params}
+    return None
+
+
 def prime(optimizer: torch.optim.Optimizer) -> None:
     """Give the optimizer its state (momentum buffers, Adam moments) with one step on zero gradients, so the step
-    traced next is a steady-state one, not the first (which copies gradients into new buffers instead)."""
+    traced next is a steady-state one, not the first (which copies gradients into new buffers instead); on meta
+    the state that step leaves is made directly (steady_state), without running it."""
+    state = steady_state(optimizer)
+    if state is not None:
+        optimizer.state.update(state)
+        return
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.grad = torch.zeros_like(p)
@@ -166,17 +187,37 @@ def training_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
     if aux and all(isinstance(t, torch.Tensor) for t in outputs):
         return training_loss(outputs[0], targets) + aux * sum(training_loss(t, targets) for t in outputs[1:])
     logits = outputs[0] if isinstance(outputs, (tuple, list)) else getattr(outputs, "logits", outputs)
+    if logits.dim() < 2:  # (H8) a scalar, or one value per sample: the output is its own loss
+        return logits.float().sum()
+    if targets.shape[0] != logits.shape[0]:  # (H8) --input / example inputs set the batch: a label per sample
+        targets = targets.new_zeros(logits.shape[0])
     if logits.dim() > 2 and targets.dim() == 1:  # per pixel: the image's class id at each of its pixels
         targets = targets.view(-1, *[1] * (logits.dim() - 2)).expand(logits.shape[0], *logits.shape[2:])
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
-def training_step(model: torch.nn.Module, inputs: tuple, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+def as_inputs(inputs, input_grad: bool | None = None):
+    """(H8) A model's call arguments as models.Inputs (a tensor: the one argument; a tuple or list: the arguments;
+    a dict: keyword arguments), floating tensors needing a gradient (input_grad) or not (None: left as they are)."""
+    from torch.utils._pytree import tree_map
+
+    from cnncost.trace.models import Inputs
+    inputs = Inputs(tuple(inputs)) if isinstance(inputs, list) else Inputs.of(inputs)
+    if input_grad is None:
+        return inputs
+    return Inputs(*tree_map(lambda x: x.detach().requires_grad_(input_grad)
+                            if isinstance(x, torch.Tensor) and x.is_floating_point() else x,
+                            (inputs.args, inputs.kwargs)))
+
+
+def training_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
                   dtype: str = "fp32", device: str = "meta") -> None:
-    """model.train(); loss = cross_entropy(model(*inputs), targets); loss.backward(); optimizer.step(); zero grads."""
+    """model.train(); loss = cross_entropy(model(*inputs), targets); loss.backward(); optimizer.step(); zero grads.
+    inputs: a tuple of arguments or models.Inputs (keyword arguments too)."""
     model.train()
+    call = as_inputs(inputs)
     with autocast(device, dtype):
-        loss = training_loss(model(*inputs), targets)  # (H7) segmentation's dict of N x C x H x W outputs too
+        loss = training_loss(model(*call.args, **call.kwargs), targets)  # (H7) segmentation's dicts too
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
