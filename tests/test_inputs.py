@@ -229,3 +229,11 @@ def test_timm_missing_is_one_line(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
     status, _, err = cli(capsys, "trace", "timm:resnet18")
     assert status == 2 and err.strip() == "cnncost: error: timm is not installed; pip install 'cnncost[timm]'"
+
+
+def test_a_fallback_that_cannot_fit_in_memory_is_refused(capsys):
+    """3 x 99,999,999^2 fp32 elements = 1.2e17 bytes: the CPU fallback is refused before it allocates."""
+    from cnncost.cli import run
+    assert run(["trace", "resnet18", "--input", "1x3x99999999x99999999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GB for the inputs and weights alone" in err[0]

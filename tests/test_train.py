@@ -202,3 +202,17 @@ def test_attention_products_are_classified_one_by_one_and_match_torch():
     # every weight of every Linear gets its dW; the attention's Q K^T and A V products (no weights) give dX only
     linear = result.table[result.table.module.isin(["Linear", "NonDynamicallyQuantizableLinear"])]
     assert (linear.grad_weight_macs == linear.forward_macs).all()
+
+
+@pytest.mark.parametrize("fit, message", [("", "positive size"), ("-1GB", "positive size"),
+                                          ("1KB", "not even batch 1 fits")])
+def test_fit_that_cannot_apply_is_one_line(capsys, fit, message):
+    assert run(["train", "resnet18", "--size", "64", "--fit", fit]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnncost: error:") and message in err[0]
+
+
+def test_a_model_with_nothing_to_train_is_one_line(tmp_path, capsys):
+    (tmp_path / "free.py").write_text("import torch\n\ndef make():\n    return torch.nn.ReLU()\n")
+    assert run(["train", f"{tmp_path / 'free.py'}:make", "--input", "2x10"]) == 2
+    assert "no trainable parameters" in capsys.readouterr().err

@@ -94,12 +94,12 @@ def train(
         raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size, --batch or "
                            "--channels (--fit still searches over its first dim)")
     shapes = [parse_input(text) for text in inputs or []]
-    target = memory_target(fit) if fit else None
+    target = memory_target(fit) if fit is not None else None
     source = load(model, aux, parse_kwargs(arg), channels)
     source.shapes = shapes or source.shapes
     result = trace_train(source, batch, size, optimizer, dtype, input_grad)
     per_module, memory, notes = predicted_memory(source, batch, size, optimizer, dtype, input_grad, result.device)
-    fitted = largest(source, target, size, dtype, optimizer, notes) if target else None
+    fitted = largest(source, target, size, dtype, optimizer) if target else None
     rows = in_unit(with_memory(result.table, per_module), u)
     totals = in_unit([totals_of(result, memory)], u)[0]
     categories = in_unit(category_rows(result), u)
@@ -143,13 +143,13 @@ def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input
     return report.per_module, totals, []
 
 
-def largest(source, target: tuple[int, str], size, dtype: str, optimizer: str, notes: list[str]) -> dict | None:
+def largest(source, target: tuple[int, str], size, dtype: str, optimizer: str) -> dict:
     """The largest batch whose predicted peak fits the memory (searched on meta by the memory tracker)."""
-    try:
-        from cnncost.trace.memory import largest_batch
-    except ImportError:
-        notes.append("--fit needs cnncost.trace.memory.largest_batch, which is not available")
-        return None
+    from cnncost.errors import CnnCostError
+    from cnncost.trace.memory import largest_batch
     memory_bytes, label = target
     batch = largest_batch(source, memory_bytes, size=size, dtype=dtype, optimizer=optimizer)
+    if batch < 1:
+        raise CnnCostError(f"--fit {label}: not even batch 1 fits; see `cnncost train {source.name} --batch 1` "
+                           "for its predicted peak")
     return {"memory": label, "memory_bytes": memory_bytes, "largest_batch": int(batch)}

@@ -362,6 +362,7 @@ def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: 
     except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
         if device != "meta":
             raise CnnCostError(f"{source.name}: forward failed on {device}: {one_line(e)}") from None
+        check_cpu_room(source, batch, size, e)
         try:
             result = trace(source, batch, size, "cpu", strict, dtype)
         except CnnCostError as again:
@@ -371,6 +372,30 @@ def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: 
         return result
     result.notes = source.notes + result.notes
     return result
+
+
+def available_bytes() -> int:
+    """Physical memory free now (Linux/macOS sysconf); a large number where the platform cannot say."""
+    import os
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_cpu_room(source: ModelSource, batch: int, size: int | None, error: Exception) -> None:
+    """Refuse the CPU fallback, in one line, when the inputs and weights alone need over half the free memory."""
+    try:
+        inputs = source.inputs(batch, size, "meta")
+        model = source.build("meta")
+    except Exception:  # noqa: BLE001 - the CPU attempt will report what is wrong
+        return
+    tensors = [*tree_leaves((inputs.args, inputs.kwargs)), *model.parameters(), *model.buffers()]
+    needed = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    if needed > available_bytes() // 2:
+        raise CnnCostError(f"{source.name}: forward failed on meta ({one_line(error)}), and counting on the CPU "
+                           f"would need {needed / 1e9:,.1f} GB for the inputs and weights alone, more than half of "
+                           f"the {available_bytes() / 1e9:,.1f} GB free; use a smaller --batch, --size or --input")
 
 
 def rollup(result: Result, depth: int = 1) -> "pd.DataFrame":  # noqa: F821

@@ -324,7 +324,7 @@ def parse_memory(memory) -> int:
     found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)", text, re.IGNORECASE)
     if found and float(found.group(1)) > 0:
         return int(float(found.group(1)) * MEMORY_UNITS[found.group(2).lower()])
-    if found or re.fullmatch(r"[\d.]+", text):
+    if found or re.fullmatch(r"[-+]?[\d.]+\s*[a-z]*", text, re.IGNORECASE) or not text:
         raise CnnCostError(f"memory must be a positive size with a unit (80GB, 40GiB) or a device, got {text!r}")
     return memory_bytes(text)
 

@@ -16,6 +16,9 @@ def make_optimizer(model: torch.nn.Module, name: str = "sgd") -> torch.optim.Opt
     """SGD with momentum 0.9 (the ResNet recipe) or AdamW, in the per-parameter loop (foreach=False) so each
     parameter's update is its own ops; the state is created lazily by the first step."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        from cnncost.errors import CnnCostError
+        raise CnnCostError(f"{type(model).__name__} has no trainable parameters: a training step has nothing to update")
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=False)
     if name == "adamw":
