@@ -48,8 +48,19 @@ def test_every_linked_image_and_report_exists():
     for page in COMMITTED.rglob("*.md"):
         for target in re.findall(r"\]\(([^)]+)\)", page.read_text()):
             links.append((page, target))
-    missing = [f"{p.name} -> {t}" for p, t in links if not (p.parent / t).resolve().is_file()]
+    missing = [f"{p.name} -> {t}" for p, t in links if not resolves(p, t)]
     assert links and not missing, missing
+
+
+def resolves(page, target: str) -> bool:
+    """A link's file exists and, for 'file.md#anchor', the file has a heading whose GitHub slug is the anchor."""
+    path, _, anchor = target.partition("#")
+    file = (page.parent / path).resolve()
+    if not file.is_file():
+        return False
+    headings = re.findall(r"^#+ (.+)$", file.read_text(), re.MULTILINE) if anchor else []
+    slug = lambda title: re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")  # noqa: E731 (GitHub's rule)
+    return not anchor or anchor in {slug(h) for h in headings}
 
 
 def overview_integers() -> dict[str, dict[str, int]]:
