@@ -155,10 +155,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "fvcore-activations": {
         **{f"linear@{rnn}": skipped("recurrent layer not counted", "fvcore's activation count has no handle for "
                                     "aten::lstm/gru/rnn_*") for rnn in ("LSTM", "GRU", "RNN")},  # (H8)
-        "conv*": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
-                      "conv and matrix multiply"),
-        "linear": Rule("out", 1, "output elements", "fvcore's activation count is the output elements of each "
-                       "conv and matrix multiply"),
+        **dict.fromkeys(("conv*", "linear"), Rule("out", 1, "output elements", "fvcore's activation count is the "
+                                                  "output elements of each conv and matrix multiply")),
         "attention": skipped("attention not counted", "fvcore's activation count has no handle for "
                              "scaled_dot_product_attention"),
         **not_counted("fvcore-activations", "fvcore's activation count covers convs and matrix multiplies "
