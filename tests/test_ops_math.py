@@ -385,3 +385,15 @@ def test_nms_is_costed_at_its_upper_bound_on_the_cpu():
     result = trace_module(Suppress(), (boxes, torch.rand(5)))
     assert not result.unsupported
     assert result.table.loc[result.table.kind == "nms", "macs"].sum() == 15 + 10 * 11
+
+
+def test_ops_on_empty_tensors_cost_nothing_and_are_not_unsupported():
+    """A detector that keeps no box runs its arithmetic on 0-element tensors: 0 work, not "no formula"."""
+    def keep_none(x):
+        kept = x[x > 1e9]  # no element passes: an empty tensor
+        return torch.stack([kept * 2 - 1, kept.ge(0) & kept.le(1)])
+
+    result = trace_module(Lambda(keep_none), (torch.rand(2, 3),))
+    assert not result.unsupported
+    mul_sub = result.table[result.table.kind.isin(["mul", "sub"])]
+    assert len(mul_sub) == 2 and mul_sub.macs.sum() == 0

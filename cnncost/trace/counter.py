@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_leaves
 from cnncost.errors import CnnCostError
 from cnncost.formulas import ACTIVATIONS, Cost, cost, fmt_shape
 from cnncost.result import SUMMED, Result, cost_row, frame
-from cnncost.trace.kinds import root_name, stage_of
+from cnncost.trace.kinds import category, root_name, stage_of
 from cnncost.trace.models import Inputs, ModelSource, one_line
 from cnncost.trace.ops import FREE, FUNCTIONS, Layer, bound_args, first_tensor, layer_of, load_families, op_name, shape
 from cnncost.trace.ops_math import VIEWS
@@ -227,6 +227,8 @@ class Tracer(TorchDispatchMode):
         """Add one op's cost to its (module call, kind) row, with the parameters it reads for the first time."""
         op, out_shape = str(getattr(func, "_overloadpacket", f"F.{func.__name__}")), shape(first_tensor(out))
         c = self.cost(layer)
+        if c is None and layer is not None and touches_empty(args, out):
+            c = Cost(layer[0], category(layer[0]), shape(first_tensor(args)), out_shape)  # no elements: no work
         if c is None:
             self.unsupported[op] = self.unsupported.get(op, 0) + 1
             c = Cost(op, "other", shape(first_tensor(args)), out_shape)
@@ -258,6 +260,11 @@ class Tracer(TorchDispatchMode):
             return cost(layer[0], layer[1], **layer[2])
         except CnnCostError:
             return None
+
+
+def touches_empty(args: tuple, out: Any) -> bool:
+    """Whether an op reads or writes a tensor with no elements (no detections kept, an empty batch of boxes)."""
+    return any(isinstance(t, torch.Tensor) and t.numel() == 0 for t in tree_leaves((args, out)))
 
 
 def merge(name: str, costs: list[Cost], dtype: str) -> dict:
