@@ -46,6 +46,7 @@ def test_traced_model_matches_torchvision_metadata(name):
     meta = torchvision_meta(name)
     result = trace(load(name))
     assert result.input_shapes and result.device in ("meta", "cpu")
+    assert not result.unsupported, result.unsupported
     if "num_params" in meta:
         assert result.total("params") == meta["num_params"]
     if "_ops" in meta:
