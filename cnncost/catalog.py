@@ -129,9 +129,9 @@ def describe(row) -> str | None:
         return f"fc {channels}"
     if row.name.endswith(".avgpool"):
         return None  # squeeze-and-excitation's pool: part of 'SE'
-    if row.kind.startswith("upsample"):  # (H1a) resampling of any mode: 'upsample bilinear ->64x64'
+    if row.kind.startswith("upsample"):  # resampling of any mode: 'upsample bilinear ->64x64'
         return f"{row.kind.replace('_', ' ')} {row.kernel}"
-    if row.kind.startswith("adaptive"):  # (H1a) adaptive avg / max pools of any rank
+    if row.kind.startswith("adaptive"):  # adaptive avg / max pools of any rank
         pooled = "max pool" if "max" in row.kind else "avg pool"
         return f"global {pooled}" if set(row.kernel[2:].split("x")) == {"1"} else f"{pooled} {row.kernel}"
     step = row.stride.split("x")[0]

@@ -386,7 +386,7 @@ def adaptive_pool(in_shape: Shape, output_size=1, keepdim: bool = True, *, kind:
     outs = tuple(size if o is None else o for size, o in zip(spatial, ntuple(output_size, rank, "output size")))
     if min(outs) <= 0:
         raise CnnCostError(f"output size must be positive, got {output_size}")
-    out_shape = (*in_shape[:-rank], *outs) if keepdim else in_shape[:-rank]  # (H8) x.mean((2, 3)) drops the dims
+    out_shape = (*in_shape[:-rank], *outs) if keepdim else in_shape[:-rank]  # x.mean((2, 3)) drops the dims
     macs = math.prod(in_shape[:-rank]) * math.prod(adaptive_bins(size, o) for size, o in zip(spatial, outs))
     return Cost(kind, "pool", in_shape, out_shape, macs=macs, input_elements=math.prod(in_shape),
                 kernel=f"->{fmt_shape(outs)}")
@@ -698,7 +698,7 @@ def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, 
                          out_bias: bool = True, mask: bool = False, average_weights: bool = False,
                          extra_keys: int = 0, strided: bool = False) -> Cost:
     """nn.MultiheadAttention on q (L, N, E): q, k, v projections + attention of heads x E/heads + out-projection."""
-    # (H8) strided: a batch_first query of batch > 1 reaches the in-projection transposed, where aten.linear runs as
+    # strided: a batch_first query of batch > 1 reaches the in-projection transposed, where aten.linear runs as
     # mm + add, not addmm: its bias adds are then a part of their own (in_proj_bias, no MACs), which tools that count
     # addmm's bias (ptflops's aten backend) do not see.
     key, value = check_shape(key), check_shape(value)

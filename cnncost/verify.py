@@ -133,7 +133,7 @@ THOP_NORM = Rule("out", 4, "norm counted as 4 per element", "thop's count_normal
 RULES: dict[str, dict[str, Rule]] = {
     "fvcore": {
         **{f"linear@{rnn}": skipped("recurrent layer not counted", FVCORE_SKIPS.format("lstm/gru/rnn_tanh/rnn_relu"))
-           for rnn in ("LSTM", "GRU", "RNN")},  # (H8) their products run inside one aten::lstm / gru / rnn_* op
+           for rnn in ("LSTM", "GRU", "RNN")},  # their products run inside one aten::lstm / gru / rnn_* op
         "batchnorm*": Rule("folded x2", 1, "batch norm counted x2", "fvcore's batchnorm_flop_jit " + FOLDED_X2),
         "lrn": skipped("local response norm not counted", FVCORE_SKIPS.format("pow/avg_pool3d/div (LRN's ops)")),
         "adaptive_avgpool2d": Rule("in", 1, "pooling counted", "fvcore counts adaptive average pooling as 1 op "
@@ -154,7 +154,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "fvcore-activations": {
         **{f"linear@{rnn}": skipped("recurrent layer not counted", "fvcore's activation count has no handle for "
-                                    "aten::lstm/gru/rnn_*") for rnn in ("LSTM", "GRU", "RNN")},  # (H8)
+                                    "aten::lstm/gru/rnn_*") for rnn in ("LSTM", "GRU", "RNN")},  #
         **dict.fromkeys(("conv*", "linear"), Rule("out", 1, "output elements", "fvcore's activation count is the "
                                                   "output elements of each conv and matrix multiply")),
         "attention": skipped("attention not counted", "fvcore's activation count has no handle for "
@@ -170,8 +170,8 @@ RULES: dict[str, dict[str, Rule]] = {
                          "Conv3DSimple)"),
         "attention@hooked": Rule("ptflops mha", 1, "attention counted by its module hook", PTFLOPS_MHA),
         "linear@MultiheadAttention": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),
-        "in_proj_bias": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),  # (H8) see formulas.multi_head_attention
-        # (H8) nn.TransformerEncoderLayer / DecoderLayer keep F.relu / F.gelu as an attribute taken when built,
+        "in_proj_bias": Rule("macs+bias", 1, "bias adds", PTFLOPS_MHA),  # see formulas.multi_head_attention
+        # nn.TransformerEncoderLayer / DecoderLayer keep F.relu / F.gelu as an attribute taken when built,
         # before ptflops patches torch.nn.functional: the call escapes its patch
         **{f"{act}@{layer}": skipped("stored activation not patched", "nn.Transformer{}Layer calls the F.{} it "
                                      "stored when built, not ptflops's patched one".format(layer[11:-5], act))
@@ -254,7 +254,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "conv*": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
                       "bias add"),
         "in_proj_bias": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add "
-                             "per bias add (its F.linear patch sees nn.MultiheadAttention's in-projection)"),  # (H8)
+                             "per bias add (its F.linear patch sees nn.MultiheadAttention's in-projection)"),  #
         "linear": Rule("flops+bias", 1, "FLOPs with bias adds", "DeepSpeed's FLOPs are 2 x MACs plus one add per "
                        "bias add (addmm/baddbmm: per output element)"),
         "attention": Rule("macs", 2, "FLOPs", "DeepSpeed counts F.scaled_dot_product_attention as 2 x the MACs "
@@ -278,7 +278,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "*other": skipped("losses and other ops not counted", "DeepSpeed does not patch cross_entropy/..."),
     },
 }
-# (H8) nn.Bilinear (F.bilinear, aten._trilinear): no tool has a count for it (torch's counter no formula, fvcore no
+# nn.Bilinear (F.bilinear, aten._trilinear): no tool has a count for it (torch's counter no formula, fvcore no
 # handle, ptflops / thop / DeepSpeed no hook or patch).
 for _tool, _rules in RULES.items():
     for _kind in ("bilinear", "trilinear"):
@@ -302,7 +302,7 @@ def rule(tool: str, row) -> Rule:
     return SAME
 
 
-# (H8) A tool meant for meta runs on the CPU where the model's forward fails on meta (a tensor made on the CPU
+# A tool meant for meta runs on the CPU where the model's forward fails on meta (a tensor made on the CPU
 # inside forward): there F.scaled_dot_product_attention runs as the fused _scaled_dot_product_flash_attention_for_cpu
 # kernel, for which torch's counter has no formula and which ptflops's aten backend does not count.
 CPU_ATTENTION = ("on the CPU, F.scaled_dot_product_attention runs as aten._scaled_dot_product_flash_attention_for_cpu, "
@@ -311,7 +311,7 @@ CPU_ATTENTION_TOOLS = {"torch": "torch's counter", "ptflops-aten": "ptflops's at
 
 
 def on_device(tool: str, device: str, row) -> Rule | None:
-    """(H8) The rule for a row that depends on where the tool ran (None: the tool's usual rule)."""
+    """The rule for a row that depends on where the tool ran (None: the tool's usual rule)."""
     if device == "cpu" and tool in CPU_ATTENTION_TOOLS and row.kind == "attention" and in_attention(row):
         return skipped("fused CPU attention not counted", CPU_ATTENTION.format(CPU_ATTENTION_TOOLS[tool]))
     return None
@@ -589,7 +589,7 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
 
 
 def check_aux(source, aux: bool | None) -> None:
-    """(H8) --aux / --no-aux only for a model with auxiliary heads, as `cnncost trace` refuses them."""
+    """--aux / --no-aux only for a model with auxiliary heads, as `cnncost trace` refuses them."""
     if aux is not None and not source.aux_heads:
         raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
                            f"Inception-v3, FCN and DeepLabV3 models have them)")

@@ -1,4 +1,4 @@
-"""Models nobody here wrote, tried as a new user would (H8): each test pins one class of failure found that way.
+"""Models nobody here wrote, tried as a new user would: each test pins one class of failure found that way.
 
 Expected numbers are derived in the comments or come from torch's FlopCounterMode (FLOPs = 2 x MACs) on the same
 module and input; a grouped conv's grad-weight is not involved (torch 2.14 counts it groups x too many).

@@ -123,7 +123,7 @@ def verify(
                                         "unexplained only), all, none.")] = "diff",
     size: SizeOpt = None,
     batch: BatchOpt = 1,
-    inputs: InputOpt = None,  # (H8) as trace's --input
+    inputs: InputOpt = None,  # as trace's --input
     aux: AuxOpt = None,
     arg: ArgOpt = None,
     strict: StrictOpt = False,
@@ -146,7 +146,7 @@ def verify(
         from cnncost.errors import CnnCostError
         raise CnnCostError(f"--layers must be diff, all or none, got {layers!r}")
     from cnncost import progress  # H3: one bar on stderr naming the model in progress
-    from cnncost.trace.models import parse_input  # (H8) --input, and --aux refused on a model without heads
+    from cnncost.trace.models import parse_input  # --input, and --aux refused on a model without heads
     if inputs and (size is not None or batch != 1):
         raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size or --batch")
     shapes = [parse_input(text) for text in inputs or []]

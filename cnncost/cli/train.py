@@ -30,7 +30,7 @@ def with_memory(table, per_module) -> list[dict]:
     saved = dict(zip(per_module.name, per_module.saved_bytes)) if per_module is not None else {}
     rows = table.to_dict("records")
     for row in rows:
-        row["saved_bytes"] = int(saved.pop(row["name"], 0))  # (H8) a module's later rows (other kinds): 0, not again
+        row["saved_bytes"] = int(saved.pop(row["name"], 0))  # a module's later rows (other kinds): 0, not again
     return rows
 
 
@@ -134,7 +134,7 @@ def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input
     except ImportError:
         return None, {}, ["memory prediction is not available (cnncost.trace.memory)"]
     from cnncost.trace.train import batch_of, targets_for
-    model = source.build(device)  # (H8) the CPU where the step could not run on meta
+    model = source.build(device)  # the CPU where the step could not run on meta
     inputs = source.inputs(batch, size, device)
     report = predict_memory(model, inputs, targets_for(batch_of(inputs, batch), device), optimizer, dtype,
                             input_grad, allocator="cuda")

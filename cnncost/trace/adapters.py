@@ -222,7 +222,7 @@ def run_tools(source: ModelSource, tools: tuple[str, ...] = TOOLS, batch: int = 
         try:
             results[tool] = run(tool, DEVICE[tool])
         except Exception as e:  # noqa: BLE001 - a tool failing on a model is reported, not fatal
-            try:  # (H8) as the trace: a forward that fails on meta runs on the CPU
+            try:  # as the trace: a forward that fails on meta runs on the CPU
                 if DEVICE[tool] != "meta":
                     raise
                 results[tool] = run(tool, "cpu")

@@ -34,9 +34,9 @@ SAME_SHAPE = frozenset("""relu silu sigmoid gelu hardswish hardsigmoid tanh hard
 exp sqrt rsqrt abs reciprocal""".split())
 ARITHMETIC = frozenset("add sub mul div".split())
 BATCH_NORMS = frozenset(["native_batch_norm", "_native_batch_norm_legit_no_training"])
-# (H1b) Composite layers booked as their parts, each in its own kind's row (attention: the two products in a
+# Composite layers booked as their parts, each in its own kind's row (attention: the two products in a
 # linear row, the scale and softmax in theirs), so that core MACs stay conv + linear.
-COMPOSITES = frozenset(["scaled_dot_product_attention", "multi_head_attention", "rnn"])  # (H8) rnn: LSTM/GRU/RNN
+COMPOSITES = frozenset(["scaled_dot_product_attention", "multi_head_attention", "rnn"])  # rnn: LSTM/GRU/RNN
 
 
 def shortcut(func, args: tuple, kwargs: dict | None):
@@ -62,13 +62,13 @@ def shortcut(func, args: tuple, kwargs: dict | None):
 
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
-    """(H8) torch.empty_like(x) on meta: new_empty for a contiguous x (empty_like runs a Python reference there, a
+    """torch.empty_like(x) on meta: new_empty for a contiguous x (empty_like runs a Python reference there, a
     fifth of a traced training step's time), empty_like itself (strides kept) otherwise."""
     return x.new_empty(x.shape) if x.is_contiguous() else torch.empty_like(x)
 
 
 def same_layout(x: torch.Tensor, other: Any) -> bool:
-    """(H1b) x op other has x's shape, dtype and strides: x is floating and other a real number or laid out like x."""
+    """x op other has x's shape, dtype and strides: x is floating and other a real number or laid out like x."""
     if not x.is_floating_point():
         return False
     if isinstance(other, torch.Tensor):
@@ -89,14 +89,14 @@ def layer_norm_outputs(x, normalized_shape, *_):
     return x.new_empty(x.shape), x.new_empty(stats, dtype=dtype), x.new_empty(stats, dtype=dtype)
 
 
-# (H1b) Matrix products and layer norm: fresh contiguous outputs of the inputs' dtype, whatever their strides.
+# Matrix products and layer norm: fresh contiguous outputs of the inputs' dtype, whatever their strides.
 FRESH: dict[str, Callable] = {
     "native_layer_norm": layer_norm_outputs,
     "mm": lambda a, b: a.new_empty((a.shape[0], b.shape[1])),
     "addmm": lambda c, a, b, *_: a.new_empty((a.shape[0], b.shape[1])),
     "bmm": lambda a, b: a.new_empty((a.shape[0], a.shape[1], b.shape[2])),
 }
-# (H1b) Ops whose meta output is contiguous, of the input's dtype, for a contiguous input: packet -> output.
+# Ops whose meta output is contiguous, of the input's dtype, for a contiguous input: packet -> output.
 PLAIN_SHAPES: dict[str, Callable] = {
     "_softmax": lambda x, dim, half_to_float: None if half_to_float else x.new_empty(x.shape),
     "_safe_softmax": lambda x, dim, dtype=None: None if dtype not in (None, x.dtype) else x.new_empty(x.shape),
@@ -113,7 +113,7 @@ def batch_norm_stats(packet: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return x.new_empty((x.shape[1],), dtype=dtype), x.new_empty((x.shape[1],), dtype=dtype)
 
 
-# (H5) Torch functions that other counters patch by name (ptflops: torch.matmul/mm/bmm/addmm/baddbmm and
+# Torch functions that other counters patch by name (ptflops: torch.matmul/mm/bmm/addmm/baddbmm and
 # Tensor.matmul/mm/bmm/addmm): the ops of a call of one get a row of their own whose op column names it, so that
 # verify tells x.matmul(y), which ptflops counts, from F.linear and x @ y (not called by name), which run as the
 # same aten ops.
@@ -122,7 +122,7 @@ ORIGINS = {getattr(owner, fn): f"{label}.{fn}" for owner, label in ((torch, "tor
 
 
 def by_operator() -> bool:
-    """(H5) Whether the tensor method being dispatched was reached by an operator (x @ y runs as Tensor.matmul
+    """Whether the tensor method being dispatched was reached by an operator (x @ y runs as Tensor.matmul
     too), not called by name: CPython's caller frame (above __torch_function__) stands at a BINARY_OP."""
     try:
         frame = sys._getframe(2)
@@ -132,7 +132,7 @@ def by_operator() -> bool:
 
 
 class Functions(TorchFunctionMode):
-    """(H1a) Books a call of a torch function in ops.FUNCTIONS as one layer, its aten ops muted: same rows anywhere."""
+    """Books a call of a torch function in ops.FUNCTIONS as one layer, its aten ops muted: same rows anywhere."""
 
     def __init__(self, tracer: "Tracer"):
         super().__init__()
@@ -144,7 +144,7 @@ class Functions(TorchFunctionMode):
             origin = ORIGINS.get(func)
             if origin is None or self.tracer.origin or (func is torch.Tensor.matmul and by_operator()):
                 return func(*args, **(kwargs or {}))
-            self.tracer.origin = origin  # (H5) the ops inside are booked in a row naming it
+            self.tracer.origin = origin  # the ops inside are booked in a row naming it
             try:
                 return func(*args, **(kwargs or {}))
             finally:
@@ -171,8 +171,8 @@ class Tracer(TorchDispatchMode):
         self.owners.update({id(t): (False, t) for t in model.buffers()})
         self.aliases: dict[int, tuple[int, torch.Tensor]] = {}
         self.seen: set[int] = set()
-        self.muted = False  # (H1a) inside a call booked whole by Functions: its aten ops are not booked
-        self.origin = ""  # (H5) inside a call of a function in ORIGINS: its name
+        self.muted = False  # inside a call booked whole by Functions: its aten ops are not booked
+        self.origin = ""  # inside a call of a function in ORIGINS: its name
         self.functions = Functions(self)
 
     def __enter__(self):
@@ -314,7 +314,7 @@ def trace_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bo
     try:
         model.eval()
         with torch.no_grad(), tracer:
-            if has_forward(model):  # (H5) a module without one (fvcore's NetWithReuse): its parameters only
+            if has_forward(model):  # a module without one (fvcore's NetWithReuse): its parameters only
                 model(*inputs.args, **inputs.kwargs)
     finally:
         model.train(training)

@@ -53,13 +53,13 @@ MODULE_KINDS = {"Conv2d": "conv2d", "Linear": "linear", "BatchNorm2d": "batchnor
                 # 1-d pools run as their 2-d aten op on an N x C x 1 x L view: the traced row has the 2-d kind
                 "MaxPool1d": "maxpool2d", "AvgPool1d": "avgpool2d", "AdaptiveAvgPool1d": "adaptive_avgpool2d",
                 "AdaptiveMaxPool1d": "adaptive_maxpool2d"}
-# verify's rules (H5): more names other tools give ops, and the activation/upsample modules ptflops and thop hook;
+# verify's rules: more names other tools give ops, and the activation/upsample modules ptflops and thop hook;
 # "upsample" (nn.Upsample) stands for every upsample_<mode> kind.
 TOOL_OPS.update({"interpolate": "upsample", "upsample": "upsample", "addbmm": "linear", "_scaled_mm": "linear",
                  "scaled_dot_product_attention": "attention", "_flash_attention_forward": "attention",
                  "_efficient_attention_forward": "attention",
                  **{f"_scaled_dot_product_{k}_attention": "attention" for k in ("efficient", "flash", "cudnn")}})
-# (H1b) aten names of ops_math kinds that differ from the kind
+# aten names of ops_math kinds that differ from the kind
 TOOL_OPS.update({"_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax",
                  "_prelu_kernel": "prelu", "true_divide": "div", "norm": "vector_norm",
                  "linalg_vector_norm": "vector_norm", "_scaled_dot_product_flash_attention_for_cpu": "attention"})

@@ -212,7 +212,7 @@ class ModelSource:
         return Inputs(LAYOUTS[self.layout](batch, self.channels, hw, device))
 
     def batched_inputs(self, batch: int, size: int | None = None, device: str = "meta") -> Inputs:
-        """(H8) The inputs at a batch, for --fit's search: --input shapes with their first dim set to it; a
+        """The inputs at a batch, for --fit's search: --input shapes with their first dim set to it; a
         factory's example inputs cannot be re-batched."""
         if self.example is not None:
             raise CnnCostError(f"{self.name}: --fit searches over the batch, but the factory returns fixed example "

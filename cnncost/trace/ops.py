@@ -20,22 +20,18 @@ Handler = Callable[[tuple, Any], "Layer | None"]
 
 OPS: dict[str, Handler] = {}
 
-# Ops that do no arithmetic and move nothing worth a row: views, allocations and copies. A view of a parameter
-# stays that parameter.
-FREE = frozenset("""view _unsafe_view reshape _reshape_alias t transpose permute expand expand_as unsqueeze
-squeeze detach alias empty empty_like new_empty empty_strided zeros zeros_like ones ones_like full full_like
-new_zeros new_ones fill zero slice select split split_with_sizes chunk unbind as_strided narrow unfold clone
-_to_copy copy contiguous lift_fresh lift_fresh_copy arange scalar_tensor dropout sym_size
-_local_scalar_dense""".split())
-# (H5) profiler markers: nn.DataParallel and torch.profiler.record_function call these; they compute nothing
-FREE = FREE | frozenset(["_record_function_enter", "_record_function_enter_new", "_record_function_exit"])
-# (H1b) tensors a forward makes from nothing (random, constant, ranges), like zeros; more views
-FREE = FREE | frozenset("""rand randn randint rand_like randn_like randint_like normal uniform bernoulli linspace
-logspace eye new_full resize diagonal view_as_real view_as_complex _cuda_version""".split())
-# (H8) views an RNN's decomposition (nn.LSTM / nn.GRU on meta) splits its gates with
-FREE = FREE | frozenset(["unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk"])
-# (H8) window functions (torch.stft's window): tensors made from nothing, like arange
-FREE = FREE | frozenset(["hann_window", "hamming_window", "blackman_window", "bartlett_window", "kaiser_window"])
+# Ops that do no arithmetic and move nothing worth a row. A view of a parameter stays that parameter.
+FREE = frozenset("""
+view _unsafe_view reshape _reshape_alias t transpose permute expand expand_as unsqueeze squeeze detach alias
+slice select split split_with_sizes unsafe_split unsafe_split_with_sizes chunk unsafe_chunk unbind as_strided
+narrow unfold diagonal view_as_real view_as_complex
+empty empty_like new_empty empty_strided zeros zeros_like ones ones_like full full_like new_full new_zeros
+new_ones fill zero resize arange linspace logspace eye scalar_tensor
+rand randn randint rand_like randn_like randint_like normal uniform bernoulli
+hann_window hamming_window blackman_window bartlett_window kaiser_window
+clone _to_copy copy contiguous lift_fresh lift_fresh_copy dropout sym_size _local_scalar_dense
+_record_function_enter _record_function_enter_new _record_function_exit _cuda_version
+""".split())  # views; tensors made from nothing (constants, ranges, random, windows); copies; markers
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:
@@ -67,7 +63,7 @@ def handles_function(*funcs: Callable) -> Callable:
     return register
 
 
-# (H1b) A builtin torch function has no Python signature (F.scaled_dot_product_attention): a stub's stands in.
+# A builtin torch function has no Python signature (F.scaled_dot_product_attention): a stub's stands in.
 SIGNATURES: dict[Callable, Callable] = {}
 
 

@@ -122,7 +122,7 @@ def multi_head_attention(a: dict, out) -> Layer:
         "mask": a["attn_mask"] is not None or a["key_padding_mask"] is not None,
         "average_weights": bool(a["need_weights"] and a["average_attn_weights"]),
         "extra_keys": int(a["bias_k"] is not None) + int(bool(a["add_zero_attn"])),
-        "strided": not a["query"].is_contiguous()}  # (H8) in-projection bias as an add: see the formula
+        "strided": not a["query"].is_contiguous()}  # in-projection bias as an add: see the formula
 
 
 @handles("_native_multi_head_attention")
@@ -133,11 +133,11 @@ def native_multi_head_attention(args: tuple, out) -> Layer:
     return "multi_head_attention", q, {"key": k, "value": v, "heads": args[4], "in_bias": args[6] is not None,
                                        "out_bias": args[8] is not None, "mask": args[9] is not None,
                                        "average_weights": bool(args[10] and args[11]),
-                                       # (H8) as the module's slow path, which transposes a batch-first query
+                                       # as the module's slow path, which transposes a batch-first query
                                        "strided": args[0].dim() == 3 and not args[0].transpose(0, 1).is_contiguous()}
 
 
-# -- recurrent layers (H8) -------------------------------------------------------------------------------------
+# -- recurrent layers -------------------------------------------------------------------------------------
 # nn.LSTM / nn.GRU / nn.RNN call torch.lstm / gru / rnn_tanh / rnn_relu: a fused kernel on the CPU (mkldnn_rnn_layer),
 # mm's and pointwise ops on meta; booked whole, as one layer, so that it costs the same on every device.
 
@@ -179,7 +179,7 @@ SIGNATURES[F.bilinear] = bilinear_signature
 
 @handles_function(F.bilinear)
 def bilinear(a: dict, out) -> Layer:
-    """(H8) F.bilinear(x1 (..., in1), x2 (..., in2), weight (out, in1, in2), bias): one layer (aten._trilinear and
+    """F.bilinear(x1 (..., in1), x2 (..., in2), weight (out, in1, in2), bias): one layer (aten._trilinear and
     the bias add)."""
     out_features, _, in2 = a["weight"].shape
     return "bilinear", shape(a["input1"]), {"in2_features": in2, "out_features": out_features,
@@ -188,7 +188,7 @@ def bilinear(a: dict, out) -> Layer:
 
 @handles("_trilinear")
 def trilinear(args: tuple, out) -> Layer:
-    """(H8) _trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim): each operand unsqueezed at its
+    """_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim): each operand unsqueezed at its
     expand dims, broadcast together, multiplied and summed over sumdim."""
     def expanded(t, dims):
         size = list(t.shape)
@@ -202,13 +202,13 @@ def trilinear(args: tuple, out) -> Layer:
 
 @handles("_cdist_forward")
 def cdist(args: tuple, out) -> Layer:
-    """(H8) _cdist_forward(x1 (..., P, M), x2 (..., R, M), p, compute_mode)."""
+    """_cdist_forward(x1 (..., P, M), x2 (..., R, M), p, compute_mode)."""
     return "cdist", shape(args[0]), {"other": shape(args[1])}
 
 
 @handles("_fft_r2c", "_fft_c2r", "_fft_c2c")
 def fft(args: tuple, out) -> Layer:
-    """(H8) _fft_r2c(x, dim, normalization, onesided), _fft_c2c(x, dim, normalization, forward), _fft_c2r(x, dim,
+    """_fft_r2c(x, dim, normalization, onesided), _fft_c2c(x, dim, normalization, forward), _fft_c2r(x, dim,
     normalization, last_dim_size): transforms over dims (the larger of input and output sizes along each)."""
     x, o = args[0], first_tensor(out)
     dims = [d % x.dim() for d in args[1]]
@@ -323,7 +323,7 @@ for _kind in ("var", "std", "var_mean", "std_mean"):
     handles(_kind)(reduction(_kind, keepdim_at=3))
 
 
-handles("logsumexp")(reduction("logsumexp"))  # (H8) logsumexp(self, dim, keepdim)
+handles("logsumexp")(reduction("logsumexp"))  # logsumexp(self, dim, keepdim)
 
 
 @handles("norm", "linalg_vector_norm")
@@ -392,7 +392,7 @@ handles("constant_pad_nd", "roll", "flip", "repeat", "tile", "expand_copy", "tri
         "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "im2col", "col2im",
         "slice_scatter", "select_scatter", "diagonal_scatter", "diag_embed", "rot90", "_pad_circular",
         *(f"{mode}_pad{rank}d" for mode in ("reflection", "replication") for rank in (1, 2, 3)),
-        "_pack_padded_sequence", "_pad_packed_sequence")(moved)  # (H8) packed sequences of an RNN
+        "_pack_padded_sequence", "_pad_packed_sequence")(moved)  # packed sequences of an RNN
 handles("index", "_unsafe_index", "index_select", "gather", "take", "embedding", "take_along_dim")(gathered)
 
 

@@ -151,7 +151,7 @@ for_ranks("adaptive_max_pool{0}d", adaptive_pool, reduce="max")
 
 
 def adaptive_avg_pool_function(a: dict, out, rank: int) -> Layer:
-    """(H5) F.adaptive_avg_pool2d/3d(input, output_size) (nn.AdaptiveAvgPool2d/3d's too) as one row named for the
+    """F.adaptive_avg_pool2d/3d(input, output_size) (nn.AdaptiveAvgPool2d/3d's too) as one row named for the
     function: a global pool runs as aten.mean, like x.mean((2, 3)), and fvcore and ptflops count only the pool."""
     return f"adaptive_avgpool{rank}d", shape(a["input"]), {"output_size": ints(a["output_size"])}
 
@@ -168,7 +168,7 @@ def mean(args: tuple, out) -> Layer | None:
     spatial = list(range(2, x.dim()))
     if rank in (2, 3) and isinstance(dims, (list, tuple)) and sorted(d % x.dim() for d in dims) == spatial:
         return f"adaptive_avgpool{rank}d", shape(x), {"output_size": 1, "keepdim": len(args) > 2 and args[2] is True}
-    return mean_reduction(args, out)  # (H1b) any other mean is a reduction
+    return mean_reduction(args, out)  # any other mean is a reduction
 
 
 # -- resampling ----------------------------------------------------------------------------------------------
@@ -187,14 +187,14 @@ handles("upsample_linear1d")(partial(interpolate, mode="linear", align=True))
 handles("upsample_bilinear2d")(partial(interpolate, mode="bilinear", align=True))
 handles("upsample_bicubic2d")(partial(interpolate, mode="bicubic", align=True))
 handles("upsample_trilinear3d")(partial(interpolate, mode="trilinear", align=True))
-# (H8) antialias=True: costed by the taps of its mode, as their backward (ops_backward) is
+# antialias=True: costed by the taps of its mode, as their backward (ops_backward) is
 handles("_upsample_bilinear2d_aa")(partial(interpolate, mode="bilinear", align=True))
 handles("_upsample_bicubic2d_aa")(partial(interpolate, mode="bicubic", align=True))
 
 
 @handles("affine_grid_generator")
 def affine_grid(args: tuple, out) -> Layer:
-    """(H8) affine_grid_generator(theta (N, r, r+1), size (N, C, *spatial), align_corners)."""
+    """affine_grid_generator(theta (N, r, r+1), size (N, C, *spatial), align_corners)."""
     return "affine_grid", shape(args[0]), {"size": tuple(args[1])}
 
 GRID_MODES = ("bilinear", "nearest", "bicubic")  # grid_sampler's interpolation_mode 0, 1, 2

@@ -27,7 +27,7 @@ def make_optimizer(model: torch.nn.Module, name: str = "sgd") -> torch.optim.Opt
 
 
 def steady_state(optimizer: torch.optim.Optimizer) -> dict | None:
-    """(H8) On meta, the state that one step of our SGD (momentum buffer) or AdamW (step 1, both moments) leaves
+    """On meta, the state that one step of our SGD (momentum buffer) or AdamW (step 1, both moments) leaves
     each parameter, made directly (as their first step makes it: like the parameter; AdamW's step a CPU scalar);
     None for another optimizer or real tensors, which take a real step."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -174,14 +174,14 @@ class MetaAutocast(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-# (H7) torchvision's references: segmentation loss = out + 0.5 aux (references/segmentation/train.py); with
+# torchvision's references: segmentation loss = out + 0.5 aux (references/segmentation/train.py); with
 # auxiliary classifiers, GoogLeNet's loss = logits + 0.3 (aux1 + aux2), Inception v3's logits + 0.4 aux.
 HEAD_WEIGHTS = {"out": 1.0, "aux": 0.5}
 AUX_WEIGHTS = {"GoogLeNetOutputs": 0.3, "InceptionOutputs": 0.4}
 
 
 def training_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
-    """(H7) Cross-entropy of a classifier's logits (N x C; the first of a tuple, or .logits), or of a segmentation
+    """Cross-entropy of a classifier's logits (N x C; the first of a tuple, or .logits), or of a segmentation
     model's dict of per-pixel logits (N x C x H x W, each class id of `targets` at every pixel); auxiliary heads
     weighted as torchvision's references."""
     if isinstance(outputs, dict):
@@ -190,9 +190,9 @@ def training_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
     if aux and all(isinstance(t, torch.Tensor) for t in outputs):
         return training_loss(outputs[0], targets) + aux * sum(training_loss(t, targets) for t in outputs[1:])
     logits = outputs[0] if isinstance(outputs, (tuple, list)) else getattr(outputs, "logits", outputs)
-    if logits.dim() < 2:  # (H8) a scalar, or one value per sample: the output is its own loss
+    if logits.dim() < 2:  # a scalar, or one value per sample: the output is its own loss
         return logits.float().sum()
-    if targets.shape[0] != logits.shape[0]:  # (H8) --input / example inputs set the batch: a label per sample
+    if targets.shape[0] != logits.shape[0]:  # --input / example inputs set the batch: a label per sample
         targets = targets.new_zeros(logits.shape[0])
     if logits.dim() > 2 and targets.dim() == 1:  # per pixel: the image's class id at each of its pixels
         targets = targets.view(-1, *[1] * (logits.dim() - 2)).expand(logits.shape[0], *logits.shape[2:])
@@ -200,7 +200,7 @@ def training_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
 
 
 def as_inputs(inputs, input_grad: bool | None = None):
-    """(H8) A model's call arguments as models.Inputs (a tensor: the one argument; a tuple or list: the arguments;
+    """A model's call arguments as models.Inputs (a tensor: the one argument; a tuple or list: the arguments;
     a dict: keyword arguments), floating tensors needing a gradient (input_grad) or not (None: left as they are)."""
     from torch.utils._pytree import tree_map
 
@@ -220,7 +220,7 @@ def training_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimiz
     model.train()
     call = as_inputs(inputs)
     with autocast(device, dtype):
-        loss = training_loss(model(*call.args, **call.kwargs), targets)  # (H7) segmentation's dicts too
+        loss = training_loss(model(*call.args, **call.kwargs), targets)  # segmentation's dicts too
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -60,7 +60,7 @@ class TrainTracer(Tracer):
         self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
         self.param_shapes: dict[str, list[tuple[str, tuple]]] = {}  # module -> (parameter's own name, shape)
         self.param_owner: dict[int, str] = {}
-        for pname, p in model.named_parameters(remove_duplicate=False):  # (H8) a tied weight in every owner
+        for pname, p in model.named_parameters(remove_duplicate=False):  # a tied weight in every owner
             owner, _, leaf = pname.rpartition(".")
             self.param_owner.setdefault(id(p), owner)
             self.param_shapes.setdefault(owner, []).append((leaf, tuple(p.shape)))
@@ -248,7 +248,7 @@ def fast_output(func, args: tuple, kwargs: dict | None, optimizing: bool):
     if any(t.shape != x.shape or t.dtype != x.dtype for t in others):
         return None
     in_place = func._overloadpacket.__name__.endswith("_")
-    return x if in_place else x.new_empty(x.shape) if x.is_contiguous() else None  # (H8) see counter.empty_like
+    return x if in_place else x.new_empty(x.shape) if x.is_contiguous() else None  # see counter.empty_like
 
 
 @dataclass
@@ -264,7 +264,7 @@ class TrainResult:
     by_category: pd.DataFrame
     unsupported: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    device: str = "meta"  # (H8) where the step ran: meta, or cpu (the fallback)
+    device: str = "meta"  # where the step ran: meta, or cpu (the fallback)
 
     def totals(self) -> dict[str, int]:
         """Whole-step sums of the rows (train_macs = forward + grad-input + grad-weight + optimizer)."""
@@ -296,7 +296,7 @@ def result_table(tracer: TrainTracer, model: torch.nn.Module) -> pd.DataFrame:
                "params": 0 if foreign else params.get(name, 0), **{c: acc[c] for c in MACS + ADDS}}
         row["train_macs"] = sum(acc[c] for c in MACS)
         rows.append(row)
-    ints = set(COLUMNS[4:])  # (H8) built column by column from arrays: a fifth of the time of records + astype
+    ints = set(COLUMNS[4:])  # built column by column from arrays: a fifth of the time of records + astype
     return pd.DataFrame({c: np.array([r[c] for r in rows], dtype=np.int64 if c in ints else object)
                          for c in COLUMNS})
 
@@ -359,7 +359,7 @@ def targets_for(batch: int, device: str = "meta") -> torch.Tensor:
 
 
 def batch_of(inputs, batch: int) -> int:
-    """(H8) The batch of a step's inputs: the first input tensor's first dim (--input and example inputs set it)."""
+    """The batch of a step's inputs: the first input tensor's first dim (--input and example inputs set it)."""
     shapes = inputs.shapes()
     return shapes[0][0] if shapes and shapes[0] else batch
 
@@ -379,7 +379,7 @@ def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd
                                 source.name, device)
     except CnnCostError:
         raise
-    except Exception as e:  # noqa: BLE001 - user models fail in any way: one line, or (H8) the CPU instead
+    except Exception as e:  # noqa: BLE001 - user models fail in any way: one line, or the CPU instead
         hint = SINGLE_VALUE_HINT if "more than 1 value per channel" in str(e) else ""
         where = "the meta device" if device == "meta" else device
         if device != "meta" or hint:

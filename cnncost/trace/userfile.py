@@ -292,7 +292,7 @@ def fenced(model, user: UserCode):
     """The model with its forward run inside the user fence (hooks, so copies of the model keep them)."""
     import torch
     if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], torch.nn.Module):
-        fenced(model[0], user)  # (H2) a factory's (model, example_inputs): fence the model
+        fenced(model[0], user)  # a factory's (model, example_inputs): fence the model
         return model
     if not isinstance(model, torch.nn.Module):
         return model
