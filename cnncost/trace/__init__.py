@@ -62,6 +62,6 @@ def meta_copy(model):
 
 def image(batch: int, channels: int, size: int | None):
     """The default input of count(): one NCHW image batch on meta."""
-    from cnncost.trace.models import Inputs, make_tensor
+    from cnncost.trace import models
     side = size or 224
-    return Inputs((make_tensor((batch, channels, side, side), None, "meta"),))
+    return models.Inputs(models.image(batch, channels, (side, side), "meta"))

@@ -30,8 +30,9 @@ from cnncost.trace.step import (
     AUTOCAST,
     OPTIMIZERS,
     as_inputs,
-    make_optimizer,
-    prime,
+    optimizer_params,
+    ready_optimizer,
+    targets_for,
     training_step,
 )
 
@@ -183,10 +184,6 @@ def phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer, live: LiveB
     return handles + [p.register_post_accumulate_grad_hook(grad_done) for p in optimizer_params(optimizer)]
 
 
-def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
 def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
@@ -209,14 +206,6 @@ def check_args(optimizer: str, dtype: str, allocator: str) -> None:
 def device_of(inputs) -> str:
     """The device type the step runs on: that of the first input tensor."""
     return inputs.tensors()[0].device.type
-
-
-def ready_optimizer(model: torch.nn.Module, optimizer: str) -> torch.optim.Optimizer:
-    """The optimizer with its state (momentum, Adam moments) created by one step on zero gradients, so the step
-    measured next is a steady-state one, as the training-cost tracer's."""
-    opt = make_optimizer(model, optimizer)
-    prime(opt)
-    return opt
 
 
 def predict_memory(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
@@ -370,7 +359,7 @@ class BatchPeaks:
         """The MemoryReport of a step at this batch."""
         if batch not in self.reports:
             x = self.source.batched_inputs(batch, self.size, "meta")
-            targets = torch.zeros(batch, dtype=torch.long, device="meta")
+            targets = targets_for(batch)
             self.reports[batch] = traced_step(self.model, self.optimizer, x, targets, self.dtype, self.block)
         return self.reports[batch]
 

@@ -345,6 +345,7 @@ def has_aux(name: str) -> bool:
     return name in AUX_MODELS or "aux_loss" in builder_parameters(name)
 
 
+@lru_cache(maxsize=None)
 def builder_parameters(name: str) -> tuple[str, ...]:
     """The keyword parameters of a torchvision model's builder."""
     import torchvision

@@ -26,11 +26,21 @@ def make_optimizer(model: torch.nn.Module, name: str = "sgd") -> torch.optim.Opt
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every parameter the optimizer updates, group by group."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def targets_for(batch: int, device: str = "meta") -> torch.Tensor:
+    """Class labels for a batch (values do not matter to the counts)."""
+    return torch.zeros(batch, dtype=torch.long, device=device)
+
+
 def steady_state(optimizer: torch.optim.Optimizer) -> dict | None:
     """On meta, the state that one step of our SGD (momentum buffer) or AdamW (step 1, both moments) leaves
     each parameter, made directly (as their first step makes it: like the parameter; AdamW's step a CPU scalar);
     None for another optimizer or real tensors, which take a real step."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = optimizer_params(optimizer)
     if not all(p.is_meta for p in params):
         return None
     if type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"]:
@@ -55,6 +65,14 @@ def prime(optimizer: torch.optim.Optimizer) -> None:
             p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def ready_optimizer(model: torch.nn.Module, optimizer: str) -> torch.optim.Optimizer:
+    """The optimizer with its state (momentum, Adam moments) already made, so the step traced next is a
+    steady-state one."""
+    opt = make_optimizer(model, optimizer)
+    prime(opt)
+    return opt
 
 
 def autocast(device: str, dtype: str):

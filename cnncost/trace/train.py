@@ -32,7 +32,8 @@ from cnncost.formulas import CORE, Cost
 from cnncost.trace.counter import COMPOSITES, Tracer
 from cnncost.trace.kinds import root_name
 from cnncost.trace.ops import first_tensor, layer_of, op_name, shape
-from cnncost.trace.step import AUTOCAST, OPTIMIZERS, as_inputs, make_optimizer, prime, training_step
+from cnncost.trace.step import (AUTOCAST, OPTIMIZERS, as_inputs, prime, ready_optimizer, targets_for,  # noqa: F401
+                                training_step)
 
 SOURCE = "cnncost train"
 LOSS = "(loss)"
@@ -323,8 +324,7 @@ def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimi
     """Trace one steady-state training step of a model (forward, cross-entropy, backward, optimizer) per module."""
     check_args(optimizer, dtype)
     inputs = as_inputs(inputs, input_grad)
-    opt = make_optimizer(model, optimizer)
-    prime(opt)
+    opt = ready_optimizer(model, optimizer)
     tracer = TrainTracer(model, opt)
     handles = [opt.register_step_pre_hook(tracer.start_optimizer)]
     for path, module in model.named_modules():
@@ -351,11 +351,6 @@ UNTRAINABLE = {"images": "detection models train on boxes and labels per image (
                "image_pair": "optical flow trains on an end-point error against flow targets, not a cross-entropy; "
                              "trace its forward with `cnncost trace`"}
 SINGLE_VALUE_HINT = " (a batch norm over one value per channel cannot train: use --batch 2 or more)"
-
-
-def targets_for(batch: int, device: str = "meta") -> torch.Tensor:
-    """Class labels for a batch (values do not matter to the counts)."""
-    return torch.zeros(batch, dtype=torch.long, device=device)
 
 
 def batch_of(inputs, batch: int) -> int:
