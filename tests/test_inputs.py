@@ -237,3 +237,11 @@ def test_a_fallback_that_cannot_fit_in_memory_is_refused(capsys):
     assert run(["trace", "resnet18", "--input", "1x3x99999999x99999999"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "GB for the inputs and weights alone" in err[0]
+
+
+def test_inputs_given_to_count_win_over_a_factorys_example(tmp_path):
+    """A factory returning (model, example) at batch 1, counted with inputs= at batch 4: Linear 8->3 is 4*8*3 = 96."""
+    (tmp_path / "pair.py").write_text("import torch\n\ndef make():\n"
+                                      "    return torch.nn.Linear(8, 3, bias=False), torch.zeros(1, 8)\n")
+    result = count(f"{tmp_path / 'pair.py'}:make", inputs=torch.zeros(4, 8))
+    assert result.core_macs == 4 * 8 * 3

@@ -193,7 +193,8 @@ class ModelSource:
         """The model from a factory's result; example inputs returned beside it, as (model, inputs), are kept."""
         import torch
         if isinstance(built, (tuple, list)) and len(built) == 2 and isinstance(built[0], torch.nn.Module):
-            self.example = built[1]
+            if self.example is None:  # inputs the caller gave (count(inputs=...)) win over the factory's
+                self.example = built[1]
             return built[0]
         return built
 
