@@ -39,14 +39,9 @@ def compact(rows: list[dict], unit) -> list[dict]:
             for r in rows]
 
 
-def is_number(value) -> bool:
-    """An int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def readable(key: str, value) -> str:
     """One totals value as read: counts with a metric prefix (25.6M), unknown as an empty cell."""
-    from cnncost.output import is_count
+    from cnncost.output import is_count, is_number
     from cnncost.units import human
     if value is None:
         return ""
@@ -55,7 +50,7 @@ def readable(key: str, value) -> str:
 
 def ratio(key: str, value, base) -> str:
     """value / base for counts and depth, to 3 decimals; empty where a ratio means nothing."""
-    from cnncost.output import is_count
+    from cnncost.output import is_count, is_number
     comparable = (is_count(key) or key == "depth") and is_number(value) and is_number(base) and base
     return f"{value / base:.3f}" if comparable else ""
 
@@ -106,13 +101,6 @@ def list_models(
     emit({f"Models (core {u.label} = conv + linear, at each model's own input size)": shown}, fmt, output, data=rows)
 
 
-def notice(lines: list[str]) -> None:
-    """Notes for the reader on stderr (stdout stays machine-readable)."""
-    import sys
-    for line in lines:
-        print(f"cnncost: note: {line}", file=sys.stderr)
-
-
 @app.command()
 def show(
     model: ModelArg,
@@ -146,6 +134,7 @@ def show(
               "Totals (the sum of the rows)": totals}
     if paper:
         tables["About"] = [{"source": paper.get("source", ""), "note": paper.get("note", "")}]
+    from cnncost.cli.trace import notice
     notice(result.notes)
     emit(tables, fmt, output, data=data)
 

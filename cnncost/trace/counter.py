@@ -212,7 +212,7 @@ class Tracer(TorchDispatchMode):
 
     def alias(self, args: tuple, out: Any) -> None:
         """A view or copy of a parameter is that parameter (linear's weight reaches addmm through aten.t)."""
-        source = next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        source = first_tensor(args)
         key = self.key(source) if source is not None else None
         if key is not None and isinstance(out, torch.Tensor):
             self.aliases[id(out)] = (key, out)
@@ -399,10 +399,11 @@ def check_cpu_room(source: ModelSource, batch: int, size: int | None, error: Exc
         return
     tensors = [*tree_leaves((inputs.args, inputs.kwargs)), *model.parameters(), *model.buffers()]
     needed = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
-    if needed > available_bytes() // 2:
+    free = available_bytes()
+    if needed > free // 2:
         raise CnnCostError(f"{source.name}: forward failed on meta ({one_line(error)}), and counting on the CPU "
                            f"would need {needed / 1e9:,.1f} GB for the inputs and weights alone, more than half of "
-                           f"the {available_bytes() / 1e9:,.1f} GB free; use a smaller --batch, --size or --input")
+                           f"the {free / 1e9:,.1f} GB free; use a smaller --batch, --size or --input")
 
 
 def rollup(result: Result, depth: int = 1) -> "pd.DataFrame":  # noqa: F821

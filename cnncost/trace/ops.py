@@ -80,6 +80,7 @@ def bound_args(func: Callable, args: tuple, kwargs: dict | None) -> dict[str, An
     return bound.arguments
 
 
+@lru_cache(maxsize=None)
 def op_name(func) -> str:
     """The aten op's base name, in-place suffix dropped: aten.relu_.default -> relu."""
     name = func._overloadpacket.__name__
