@@ -114,11 +114,6 @@ def ntuple(value: int | Sequence[int | None] | None, rank: int, what: str) -> tu
     return value
 
 
-def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-    """An int or an (h, w) pair as an (h, w) pair: the 2-d case of ntuple."""
-    return ntuple(value, 2, what)
-
-
 def check_shape(shape: Sequence[int]) -> Shape:
     """A shape with every size positive."""
     shape = tuple(int(s) for s in shape)
@@ -292,7 +287,6 @@ def batch_norm(in_shape: Shape, affine: bool = True, batch_stats: bool = False, 
 
 
 register_ranks("batchnorm{}d", batch_norm)
-batchnorm2d = FORMULAS["batchnorm2d"]
 
 
 @formula("instance_norm")
@@ -371,7 +365,6 @@ def avg_pool(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = 
 
 register_ranks("maxpool{}d", max_pool)
 register_ranks("avgpool{}d", avg_pool)
-maxpool2d, avgpool2d = FORMULAS["maxpool2d"], FORMULAS["avgpool2d"]
 
 
 def adaptive_bins(size: int, out: int) -> int:

@@ -219,18 +219,18 @@ def fft(args: tuple, out) -> Layer:
 # -- activations ----------------------------------------------------------------------------------------------
 
 
-def activation(kind: str) -> Handler:
-    """A one-input activation."""
+def unary(kind: str) -> Handler:
+    """A one-input elementwise op; its number arguments (clamp's bounds, cumsum's dim) cost nothing more."""
     return lambda args, out: (kind, shape(args[0]), {})
 
 
 for _kind in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh",
               *(k for k in POINTWISE_ACTIVATIONS if k not in ("hardtanh", "logsigmoid"))):
-    handles(_kind)(activation(_kind))
-handles("log_sigmoid_forward", "log_sigmoid")(activation("logsigmoid"))
-handles("rrelu_with_noise")(activation("leaky_relu"))  # at inference, a leaky ReLU of the mean slope
-handles("_softmax", "_safe_softmax", "softmax")(activation("softmax"))
-handles("_log_softmax", "log_softmax")(activation("log_softmax"))
+    handles(_kind)(unary(_kind))
+handles("log_sigmoid_forward", "log_sigmoid")(unary("logsigmoid"))
+handles("rrelu_with_noise")(unary("leaky_relu"))  # at inference, a leaky ReLU of the mean slope
+handles("_softmax", "_safe_softmax", "softmax")(unary("softmax"))
+handles("_log_softmax", "log_softmax")(unary("log_softmax"))
 
 
 @handles("glu")
@@ -265,9 +265,6 @@ for _kind in ("add", "mul", *BINARY):
 handles("true_divide")(binary("div"))
 
 
-def unary(kind: str) -> Handler:
-    """A one-input elementwise op; its number arguments (clamp's bounds, cumsum's dim) cost nothing more."""
-    return lambda args, out: (kind, shape(args[0]), {})
 
 
 for _kind in UNARY:
