@@ -361,21 +361,32 @@ def trace(source: ModelSource, batch: int = 1, size: int | None = None, device: 
           strict: bool = False, dtype: str = "fp32") -> Result:
     """Count a model source at an input size and batch; if its forward fails on meta (an op with no meta kernel,
     such as detection's nonzero), count on the CPU instead, with a notice: `Result.device` says where it ran."""
+    def run(where: str) -> Result:
+        return trace_module(source.build(where), source.inputs(batch, size, where), source.name, strict, dtype)
+    return with_cpu_fallback(source, batch, size, device, run, "forward", "counted")
+
+
+def with_cpu_fallback(source: ModelSource, batch: int, size: int | None, device: str, run: Callable, what: str,
+                      done: str, hint: Callable[[Exception], str] = lambda e: ""):
+    """run(device); if it fails on meta, run("cpu") instead (when the inputs and weights fit in memory), its
+    notes saying so; any other failure of user code is one line naming `what` failed, plus hint(error)."""
     try:
-        model = source.build(device)
-        result = trace_module(model, source.inputs(batch, size, device), source.name, strict, dtype)
+        result = run(device)
     except CnnCostError:
         raise
     except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
-        if device != "meta":
-            raise CnnCostError(f"{source.name}: forward failed on {device}: {one_line(e)}") from None
+        extra = hint(e)
+        if device != "meta" or extra:
+            where = "the meta device" if device == "meta" else device
+            raise CnnCostError(f"{source.name}: {what} failed on {where}: {one_line(e)}{extra}") from None
         check_cpu_room(source, batch, size, e)
         try:
-            result = trace(source, batch, size, "cpu", strict, dtype)
+            result = with_cpu_fallback(source, batch, size, "cpu", run, what, done, hint)
         except CnnCostError as again:
             same = one_line(e) in str(again)
             raise CnnCostError(str(again) + ("" if same else f" (on meta: {one_line(e)})")) from None
-        result.notes.insert(0, f"forward failed on the meta device ({one_line(e)}); counted on the CPU instead")
+        result.notes.insert(0, f"{what} failed on the meta device ({one_line(e)}); {done} on the CPU instead")
+        result.device = "cpu"
         return result
     result.notes = source.notes + result.notes
     return result

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_leaves
 
 from cnncost.errors import CnnCostError
 from cnncost.formulas import CORE, Cost
-from cnncost.trace.counter import COMPOSITES, Tracer
+from cnncost.trace.counter import COMPOSITES, Tracer, with_cpu_fallback
 from cnncost.trace.kinds import root_name
 from cnncost.trace.ops import first_tensor, layer_of, op_name, shape
 from cnncost.trace.step import (AUTOCAST, OPTIMIZERS, as_inputs, prime, ready_optimizer, targets_for,  # noqa: F401
@@ -363,28 +363,17 @@ def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd
           input_grad: bool = False, device: str = "meta") -> TrainResult:
     """Trace a model source's training step on the meta device at an input size and batch; if it fails there (a
     tensor made on the CPU inside forward, an op with no meta kernel), on the CPU instead, with a notice."""
-    from cnncost.trace.models import one_line
     check_args(optimizer, dtype)
     if source.layout in UNTRAINABLE:
         raise CnnCostError(f"{source.name}: cannot trace a training step: {UNTRAINABLE[source.layout]}")
-    try:
-        model = source.build(device)
-        x = source.inputs(batch, size, device)
-        result = trace_training(model, x, targets_for(batch_of(x, batch), device), optimizer, dtype, input_grad,
-                                source.name, device)
-    except CnnCostError:
-        raise
-    except Exception as e:  # noqa: BLE001 - user models fail in any way: one line, or the CPU instead
-        hint = SINGLE_VALUE_HINT if "more than 1 value per channel" in str(e) else ""
-        where = "the meta device" if device == "meta" else device
-        if device != "meta" or hint:
-            raise CnnCostError(f"{source.name}: training step failed on {where}: {one_line(e)}{hint}") from None
-        try:
-            result = train(source, batch, size, optimizer, dtype, input_grad, "cpu")
-        except CnnCostError as again:
-            raise CnnCostError(f"{again} (on meta: {one_line(e)})") from None
-        result.notes.insert(0, f"training step failed on the meta device ({one_line(e)}); traced on the CPU instead")
-        result.device = "cpu"
-        return result
-    result.notes = source.notes + result.notes
-    return result
+
+    def run(where: str) -> TrainResult:
+        model, x = source.build(where), source.inputs(batch, size, where)
+        return trace_training(model, x, targets_for(batch_of(x, batch), where), optimizer, dtype, input_grad,
+                              source.name, where)
+    return with_cpu_fallback(source, batch, size, device, run, "training step", "traced", single_value_hint)
+
+
+def single_value_hint(error: Exception) -> str:
+    """The advice for a batch norm over one value per channel, which no device can train (no CPU fallback)."""
+    return SINGLE_VALUE_HINT if "more than 1 value per channel" in str(error) else ""
