@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import pandas as pd
 
-from cnncost.errors import CnnCostError
 from cnncost.formulas import CATEGORIES, CORE
 from cnncost.result import Result
 from cnncost.trace.kinds import MODULE_KINDS
@@ -565,7 +564,7 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     from cnncost.specs import MODELS, build
     from cnncost.trace.adapters import TOOLS, run_tools
     from cnncost.trace.counter import trace
-    from cnncost.trace.models import load
+    from cnncost.trace.models import check_aux, load
 
     source = load(name, aux, kwargs)
     if aux_given:
@@ -586,13 +585,6 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     v.causes += meta_causes(v)
     v.mismatches = core_mismatches(v)
     return v
-
-
-def check_aux(source, aux: bool | None) -> None:
-    """--aux / --no-aux only for a model with auxiliary heads, as `cnncost trace` refuses them."""
-    if aux is not None and not source.aux_heads:
-        raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
-                           f"Inception-v3, FCN and DeepLabV3 models have them)")
 
 
 def aux_parameters(source) -> int:

@@ -62,7 +62,7 @@ def trace(
     from cnncost.formulas import dtype_bytes
     from cnncost.output import emit
     from cnncost.trace.counter import rollup, trace as count
-    from cnncost.trace.models import load, parse_input
+    from cnncost.trace.models import check_aux, load, parse_input
     from cnncost.trace.userfile import parse_kwargs
 
     u = prepare(fmt, unit)
@@ -71,9 +71,7 @@ def trace(
     check_trace_options(ctx, by, depth, device, inputs)
     shapes = [parse_input(text) for text in inputs or []]
     source = load(model, aux, parse_kwargs(arg), channels)
-    if aux is not None and not source.aux_heads:
-        raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
-                           f"Inception-v3, FCN and DeepLabV3 models have them)")
+    check_aux(source, aux)
     source.shapes = shapes or None
     result = count(source, batch, size, device, strict, dtype)
     table = rollup(result, depth) if by == "module" else result.by(by).drop(columns="flops")

@@ -289,6 +289,13 @@ def load(name: str, aux: bool | None = None, kwargs: dict | None = None, channel
     return registry_model(entry, aux)
 
 
+def check_aux(source, aux: bool | None) -> None:
+    """--aux / --no-aux only for a model with auxiliary heads: one line otherwise."""
+    if aux is not None and not source.aux_heads:
+        raise CnnCostError(f"--{'' if aux else 'no-'}aux: {source.name} has no auxiliary heads (only GoogLeNet, "
+                           f"Inception-v3, FCN and DeepLabV3 models have them)")
+
+
 def registry_model(entry, aux: bool | None) -> ModelSource:
     """The real model behind a registered spec: its torchvision model, or the implementation a paper variant has."""
     if entry.torchvision:
