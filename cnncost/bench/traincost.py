@@ -132,7 +132,7 @@ def hours_at_rate(images: int, img_per_s: float) -> float:
     return images / img_per_s / 3600
 
 
-def measured_rate(csv_path, model: str, size: int, dtype: str) -> dict | None:
+def measured_rate(csv_path, model: str, size: int, dtype: str) -> dict:
     """The fastest error-free training row of this model, size and dtype in a bench CSV; a one-line error naming
     the rows the CSV has when none matches."""
     from cnncost.bench.csvio import read_rows
