@@ -3,7 +3,7 @@
 Each measurement runs in a fresh process (peak RSS from getrusage is per process): import, build the model the
 way the tool needs it (ours on the meta device; the others on the CPU with a real input tensor), then count it
 twice ('cold' = the first count in the process, what one CLI call costs; 'warm' = the second). Prints a table,
-time ratios to our tracer and peak memory; the cases are those of issue 4.
+time ratios to our tracer and peak memory; the cases span small and large inputs.
 
 Run: .venv/bin/python benchmarks/bench_trace.py [--cases resnet50:1:224 resnet50:64:224 efficientnet_b7:8:600]
                                                 [--tools ours fvcore ptflops ptflops-aten torch] [--timeout 900]
@@ -32,8 +32,8 @@ def counter(tool: str, model, x):
     import warnings
     warnings.simplefilter("ignore")
     if tool == "ours":
-        from cnncost.trace.counter import trace_module
-        return lambda: trace_module(model, x).total()
+        from cnncost.trace.counter import count_module
+        return lambda: count_module(model, x).total()
     if tool == "fvcore":
         from fvcore.nn import FlopCountAnalysis
         return lambda: FlopCountAnalysis(model, x).unsupported_ops_warnings(False).total()

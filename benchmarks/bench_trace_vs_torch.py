@@ -1,7 +1,7 @@
 """Our tracer's time against torch.utils.flop_counter.FlopCounterMode's, on the meta device, model by model.
 
 Both count the same module (built once on meta, eval mode) on the same meta input: ours is
-``cnncost.trace.counter.trace_module`` (every aten op costed, rows per module call), torch's is one forward under
+``cnncost.trace.counter.count_module`` (every aten op costed, rows per module call), torch's is one forward under
 ``FlopCounterMode(display=False)``. Each is timed `--repeat` times (taking turns, so a change of the machine's
 load falls on both) after one warm-up; the best time is kept, and the ratio ours / torch is printed (the goal is
 <= 1.0). The conv + linear MACs of both are printed too, so the two are seen to count the same work.
@@ -36,7 +36,7 @@ def measure(name: str, repeat: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cnncost.trace.counter import trace_module
+    from cnncost.trace.counter import count_module
     from cnncost.trace.models import load
     source = load(name)
     model = source.build("meta").eval()
@@ -45,7 +45,7 @@ def measure(name: str, repeat: int) -> dict:
     totals = {}
 
     def ours():
-        totals["ours"] = trace_module(model, x, name).core_macs
+        totals["ours"] = count_module(model, x, name).core_macs
 
     def torchs():
         with FlopCounterMode(display=False) as mode, torch.no_grad():

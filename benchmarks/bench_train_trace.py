@@ -1,7 +1,7 @@
 """Tracing a training step against running it plainly, both on the meta device: time, and memory vs batch.
 
 For each model (built once on meta, `weights=None`), in one process, each measured as the best of --repeats:
-- `plain fwd+bwd`: model(x), cross-entropy, loss.backward() with no mode (issue 11's yardstick);
+- `plain fwd+bwd`: model(x), cross-entropy, loss.backward() with no mode (the yardstick);
 - `plain step`: the whole `training_step` (forward, loss, backward, SGD step) with no mode;
 - `traced`: `trace_training` (the same step under our dispatch mode, formulas, attribution and the optimizer
   priming), what `cnncost train` runs.
@@ -50,7 +50,8 @@ def measure(name: str, repeats: int, big_batch: int) -> dict:
     import torch
     from cnncost.trace.models import load
     from cnncost.trace.step import make_optimizer, training_step
-    from cnncost.trace.train import trace_training, targets_for
+    from cnncost.trace.step import targets_for
+    from cnncost.trace.train import trace_training
 
     source = load(name)
     model = source.build("meta")

@@ -49,9 +49,9 @@ def counted(model: str, size: int | None = None, batch: int = 1, dtype: str = "f
         return Result.from_spec(build(entry.name, batch=batch, size=size), dtype)
     from cnncost.formulas import dtype_bytes
     dtype_bytes(dtype)
-    from cnncost.trace.counter import trace
+    from cnncost.trace.counter import count_source
     from cnncost.trace.models import load
-    result = trace(load(model), batch=batch, size=size, dtype=dtype)
+    result = count_source(load(model), batch=batch, size=size, dtype=dtype)
     result.table["stage"] = result.table["stage"].replace("", "(model)")
     result.notes.insert(0, f"{result.model} has no analytic spec: counted by tracing the real model "
                            "(stages are its top-level modules)")

@@ -15,6 +15,7 @@ from functools import partial, update_wrapper
 from typing import Callable, Sequence
 
 from cnncost.errors import CnnCostError
+from cnncost.registry import Registry
 
 CATEGORIES = ("conv", "linear", "norm", "activation", "pool", "elementwise", "other")
 CORE = ("conv", "linear")
@@ -29,7 +30,6 @@ class Cost:
     """What one layer costs: work, weights and the elements it reads and writes."""
 
     kind: str
-    category: str
     in_shape: Shape
     out_shape: Shape
     macs: int = 0
@@ -40,7 +40,14 @@ class Cost:
     kernel: str = ""
     stride: str = ""
     groups: int = 1
+    category: str = ""  # a registered kind's category comes from its registration (see `formula`)
     parts: tuple[tuple[str, "Cost"], ...] = ()
+
+    def __post_init__(self):
+        if not self.category:
+            if self.kind not in CATEGORY_OF:
+                raise ValueError(f"layer kind {self.kind!r} is not registered: give its category")
+            object.__setattr__(self, "category", CATEGORY_OF[self.kind])
 
     @property
     def activations(self) -> int:
@@ -74,28 +81,38 @@ def dtype_bytes(dtype: str) -> int:
         raise CnnCostError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}") from None
 
 
-FORMULAS: dict[str, Callable[..., Cost]] = {}
+FORMULAS: Registry[Callable[..., Cost]] = Registry("layer kind")
+CATEGORY_OF: dict[str, str] = {}  # layer kind -> op category, as each formula's registration states it
 
 
-def formula(*kinds: str) -> Callable:
-    """Register a formula under one or more layer kinds; registering a kind twice is an error."""
+def formula(*kinds: str, category: str) -> Callable:
+    """Register a formula under one or more layer kinds of one category; registering a kind twice is an error."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}")
 
     def register(fn: Callable[..., Cost]) -> Callable[..., Cost]:
-        for kind in kinds:
-            if kind in FORMULAS:
-                raise ValueError(f"layer kind {kind!r} is registered twice")
-            FORMULAS[kind] = fn
+        FORMULAS.add(kinds, fn)
+        CATEGORY_OF.update(dict.fromkeys(kinds, category))
         return fn
 
     return register
+
+
+def for_each_kind(kinds: Sequence[str], fn: Callable[..., Cost], category: str, **fixed) -> None:
+    """Register fn once per kind, with that kind (and any other fixed keyword arguments) bound."""
+    for kind in kinds:
+        formula(kind, category=category)(specialise(fn, kind=kind, **fixed))
+
+
+def category_of(kind: str) -> str:
+    """The op category of a layer kind (conv, linear, norm, activation, pool, elementwise, other)."""
+    return CATEGORY_OF.get(kind, "other")
 
 
 def cost(kind: str, in_shape: Sequence[int], **hyper) -> Cost:
     """Cost of one layer of a registered kind, e.g. cost('conv2d', (1, 3, 224, 224), out_channels=64, kernel=7)."""
     if kind not in FORMULAS:
         raise CnnCostError(f"no formula for layer kind {kind!r}; known kinds: {', '.join(sorted(FORMULAS))}")
-    if kind in ACTIVATIONS:
-        hyper["kind"] = kind
     return FORMULAS[kind](check_shape(in_shape), **hyper)
 
 
@@ -195,11 +212,11 @@ def specialise(fn: Callable[..., Cost], **fixed) -> Callable[..., Cost]:
     return update_wrapper(partial(fn, **fixed), fn)
 
 
-def register_ranks(template: str, fn: Callable[..., Cost], ranks=(1, 2, 3), **fixed) -> None:
+def register_ranks(template: str, fn: Callable[..., Cost], category: str, ranks=(1, 2, 3), **fixed) -> None:
     """Register fn as kind template.format(rank) for each spatial rank, with its kind and rank fixed."""
     for rank in ranks:
         kind = template.format(rank)
-        formula(kind)(specialise(fn, kind=kind, rank=rank, **fixed))
+        formula(kind, category=category)(specialise(fn, kind=kind, rank=rank, **fixed))
 
 
 def conv(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dilation=1, groups: int = 1,
@@ -221,25 +238,25 @@ def conv(in_shape: Shape, out_channels: int, kernel=1, stride=1, padding=0, dila
     out_shape = (n, out_channels, *out_spatial)
     weights = out_channels * (c_in // groups) * math.prod(ntuple(kernel, rank, "kernel"))
     positions = math.prod(spatial if transposed else out_spatial)  # each weight meets each of these once per image
-    return Cost(kind, "conv", in_shape, out_shape, macs=n * positions * weights,
+    return Cost(kind, in_shape, out_shape, macs=n * positions * weights,
                 bias_adds=math.prod(out_shape) if bias else 0, params=weights + (out_channels if bias else 0),
                 input_elements=math.prod(in_shape), kernel=fmt_window(kernel, rank), stride=fmt_window(stride, rank),
                 groups=groups)
 
 
-register_ranks("conv{}d", conv)
-register_ranks("conv_transpose{}d", conv, transposed=True)
+register_ranks("conv{}d", conv, "conv")
+register_ranks("conv_transpose{}d", conv, "conv", transposed=True)
 conv2d = FORMULAS["conv2d"]
 
 
-@formula("linear")
+@formula("linear", category="linear")
 def linear(in_shape: Shape, out_features: int, bias: bool = True) -> Cost:
     """MACs = (elements / in_features) x in_features x out_features."""
     if out_features <= 0:
         raise CnnCostError(f"out features must be positive, got {out_features}")
     rows, in_features = math.prod(in_shape[:-1]), in_shape[-1]
     out_shape = (*in_shape[:-1], out_features)
-    return Cost("linear", "linear", in_shape, out_shape, macs=rows * in_features * out_features,
+    return Cost("linear", in_shape, out_shape, macs=rows * in_features * out_features,
                 bias_adds=rows * out_features if bias else 0,
                 params=in_features * out_features + (out_features if bias else 0),
                 input_elements=math.prod(in_shape))
@@ -248,10 +265,10 @@ def linear(in_shape: Shape, out_features: int, bias: bool = True) -> Cost:
 # -- per-element layers ----------------------------------------------------------------
 
 
-def elementwise(kind: str, category: str, in_shape: Shape, **extra) -> Cost:
+def elementwise(kind: str, in_shape: Shape, **extra) -> Cost:
     """A layer that touches each element once: ops = prod(shape), output shape = input shape."""
     n = math.prod(in_shape)
-    return Cost(kind, category, in_shape, in_shape, macs=n, input_elements=n, **extra)
+    return Cost(kind, in_shape, in_shape, macs=n, input_elements=n, **extra)
 
 
 # -- normalization ---------------------------------------------------------------------
@@ -264,7 +281,7 @@ def normalization(kind: str, in_shape: Shape, statistics: bool, affine: bool, pa
     """ops per element = 4 computing statistics (mean, centre, square-sum, 1/std scale) + 1 affine; 1 when folded."""
     ops = STATISTICS_OPS + bool(affine) if statistics else 1
     n = math.prod(in_shape)
-    return Cost(kind, "norm", in_shape, in_shape, macs=n * ops, params=params, buffers=buffers, input_elements=n)
+    return Cost(kind, in_shape, in_shape, macs=n * ops, params=params, buffers=buffers, input_elements=n)
 
 
 BATCH_NORM_DIMS = {"batchnorm1d": (2, 3), "batchnorm2d": (4,), "batchnorm3d": (5,)}
@@ -286,10 +303,10 @@ def batch_norm(in_shape: Shape, affine: bool = True, batch_stats: bool = False, 
                          buffers=2 * c if running_stats else 0)
 
 
-register_ranks("batchnorm{}d", batch_norm)
+register_ranks("batchnorm{}d", batch_norm, "norm")
 
 
-@formula("instance_norm")
+@formula("instance_norm", category="norm")
 def instance_norm(in_shape: Shape, affine: bool = False, running_stats: bool = False) -> Cost:
     """Instance norm: per (N, C) statistics, 4 ops per element (+1 affine); 1 folded with running stats."""
     if len(in_shape) < 3:
@@ -299,7 +316,7 @@ def instance_norm(in_shape: Shape, affine: bool = False, running_stats: bool = F
                          buffers=2 * c if running_stats else 0)
 
 
-@formula("group_norm")
+@formula("group_norm", category="norm")
 def group_norm(in_shape: Shape, groups: int, affine: bool = True) -> Cost:
     """Group norm: per (N, group) statistics, 4 ops per element + 1 affine; params 2C."""
     c = in_shape[1] if len(in_shape) > 1 else 0
@@ -308,7 +325,7 @@ def group_norm(in_shape: Shape, groups: int, affine: bool = True) -> Cost:
     return normalization("group_norm", in_shape, True, affine, params=2 * c if affine else 0)
 
 
-@formula("layer_norm")
+@formula("layer_norm", category="norm")
 def layer_norm(in_shape: Shape, normalized_shape, affine: bool = True, bias: bool = True) -> Cost:
     """Layer norm over the last dims: 4 ops per element + 1 affine; params 2 x prod(normalized_shape)."""
     normalized = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -318,20 +335,22 @@ def layer_norm(in_shape: Shape, normalized_shape, affine: bool = True, bias: boo
     return normalization("layer_norm", in_shape, True, affine, params=per_tensor * (1 + bool(bias)))
 
 
-@formula("lrn")
+@formula("lrn", category="norm")
 def lrn(in_shape: Shape, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Cost:
     """Local response norm a / (k + alpha/n sum a^2)^beta: size + 4 ops per element (square, sum, MAC, pow, div)."""
     if size <= 0 or len(in_shape) < 3:
         raise CnnCostError(f"local response norm needs size > 0 and an N, C, ... input, got size {size} "
                            f"on {fmt_shape(in_shape)}")
     n = math.prod(in_shape)
-    return Cost("lrn", "norm", in_shape, in_shape, macs=n * (size + 4), input_elements=n, kernel=str(size))
+    return Cost("lrn", in_shape, in_shape, macs=n * (size + 4), input_elements=n, kernel=str(size))
 
 
-@formula(*ACTIVATIONS)
 def activation(in_shape: Shape, kind: str = "relu") -> Cost:
     """An activation (ReLU, ReLU6, SiLU, sigmoid, GELU, ...): 1 op per element."""
-    return elementwise(kind, "activation", in_shape)
+    return elementwise(kind, in_shape)
+
+
+for_each_kind(ACTIVATIONS, activation, "activation")
 
 
 # -- pooling ---------------------------------------------------------------------------
@@ -345,7 +364,7 @@ def pool(kind: str, in_shape: Shape, kernel, stride, padding, dilation, ceil_mod
     if any(2 * pi > ki for pi, ki in zip(p, k)):
         raise CnnCostError(f"padding {p} must be at most half the kernel {k}")
     out_shape = (*in_shape[:-rank], *out_spatial)
-    return Cost(kind, "pool", in_shape, out_shape, macs=math.prod(out_shape) * math.prod(k),
+    return Cost(kind, in_shape, out_shape, macs=math.prod(out_shape) * math.prod(k),
                 input_elements=math.prod(in_shape), kernel=fmt_window(kernel, rank), stride=fmt_window(stride, rank))
 
 
@@ -363,8 +382,8 @@ def avg_pool(in_shape: Shape, kernel, stride=None, padding=0, ceil_mode: bool = 
     return pool(kind, in_shape, kernel, stride, padding, 1, ceil_mode, rank)
 
 
-register_ranks("maxpool{}d", max_pool)
-register_ranks("avgpool{}d", avg_pool)
+register_ranks("maxpool{}d", max_pool, "pool")
+register_ranks("avgpool{}d", avg_pool, "pool")
 
 
 def adaptive_bins(size: int, out: int) -> int:
@@ -381,20 +400,47 @@ def adaptive_pool(in_shape: Shape, output_size=1, keepdim: bool = True, *, kind:
         raise CnnCostError(f"output size must be positive, got {output_size}")
     out_shape = (*in_shape[:-rank], *outs) if keepdim else in_shape[:-rank]  # x.mean((2, 3)) drops the dims
     macs = math.prod(in_shape[:-rank]) * math.prod(adaptive_bins(size, o) for size, o in zip(spatial, outs))
-    return Cost(kind, "pool", in_shape, out_shape, macs=macs, input_elements=math.prod(in_shape),
+    return Cost(kind, in_shape, out_shape, macs=macs, input_elements=math.prod(in_shape),
                 kernel=f"->{fmt_shape(outs)}")
 
 
-register_ranks("adaptive_avgpool{}d", adaptive_pool)
-register_ranks("adaptive_maxpool{}d", adaptive_pool)
+register_ranks("adaptive_avgpool{}d", adaptive_pool, "pool")
+register_ranks("adaptive_maxpool{}d", adaptive_pool, "pool")
 adaptive_avgpool2d = FORMULAS["adaptive_avgpool2d"]
 
 
 # -- resampling ------------------------------------------------------------------------
 
-# Input values read (multiply-accumulated) per output element, per spatial dim: nearest copies one.
-TAPS_PER_DIM = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}
-MODE_RANKS = {"linear": (1,), "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}
+@dataclass(frozen=True)
+class Resampling:
+    """An interpolation mode: input values read (multiply-accumulated) per output element and spatial dim (taps),
+    the spatial ranks it applies to, and its aten op (upsample_bilinear2d, and _backward)."""
+
+    mode: str
+    taps: int
+    ranks: tuple[int, ...]
+    aten: str
+    antialias: str = ""  # the aten op of antialias=True, costed by the taps of its mode
+
+    @property
+    def kind(self) -> str:
+        """The layer kind: upsample_<mode> (nearest-exact: upsample_nearest_exact)."""
+        return "upsample_" + self.mode.replace("-", "_")
+
+    def ops(self) -> list[str]:
+        """Its forward aten ops, one per rank (and the antialiased one)."""
+        return [f"{self.aten}{rank}d" for rank in self.ranks] + ([self.antialias] if self.antialias else [])
+
+
+# One table of interpolation modes: it drives the formulas, the tracer's forward and backward handlers, the kinds.
+RESAMPLING = {r.mode: r for r in (
+    Resampling("nearest", 1, (1, 2, 3), "upsample_nearest"),
+    Resampling("nearest-exact", 1, (1, 2, 3), "_upsample_nearest_exact"),
+    Resampling("linear", 2, (1,), "upsample_linear"),
+    Resampling("bilinear", 2, (2,), "upsample_bilinear", "_upsample_bilinear2d_aa"),
+    Resampling("bicubic", 4, (2,), "upsample_bicubic", "_upsample_bicubic2d_aa"),
+    Resampling("trilinear", 2, (3,), "upsample_trilinear"),
+)}
 
 
 def ntuple_float(value, rank: int) -> tuple[float, ...]:
@@ -404,10 +450,13 @@ def ntuple_float(value, rank: int) -> tuple[float, ...]:
 
 
 def upsample(in_shape: Shape, size=None, scale_factor=None, align_corners: bool | None = None, *,
-             kind: str = "upsample_nearest", mode: str = "nearest") -> Cost:
+             mode: str = "nearest") -> Cost:
     """Interpolation: output elements x taps; taps = 1 nearest, 2 linear, 4 bilinear, 8 trilinear, 16 bicubic."""
     rank = len(in_shape) - 2
-    if rank not in MODE_RANKS.get(mode, (1, 2, 3)):
+    if mode not in RESAMPLING:
+        raise CnnCostError(f"unknown interpolation mode {mode!r}; choose one of {', '.join(RESAMPLING)}")
+    resampling = RESAMPLING[mode]
+    if rank not in resampling.ranks:
         raise CnnCostError(f"{mode} interpolation does not apply to shape {fmt_shape(in_shape)}")
     spatial = in_shape[2:]
     if size is not None:
@@ -419,13 +468,13 @@ def upsample(in_shape: Shape, size=None, scale_factor=None, align_corners: bool 
     if min(outs) <= 0:
         raise CnnCostError(f"interpolation of {fmt_shape(in_shape)} to {outs} leaves no output")
     out_shape = (*in_shape[:2], *outs)
-    return Cost(kind, "pool", in_shape, out_shape, macs=math.prod(out_shape) * TAPS_PER_DIM[mode] ** rank,
+    return Cost(resampling.kind, in_shape, out_shape, macs=math.prod(out_shape) * resampling.taps ** rank,
                 input_elements=math.prod(in_shape), kernel=f"->{fmt_shape(outs)}")
 
 
-for _mode in TAPS_PER_DIM:
-    _kind = "upsample_" + _mode.replace("-", "_")
-    formula(_kind)(specialise(upsample, kind=_kind, mode=_mode))
+formula("upsample", category="pool")(upsample)  # any mode, by its `mode` argument (nn.Upsample)
+for _resampling in RESAMPLING.values():
+    formula(_resampling.kind, category="pool")(specialise(upsample, mode=_resampling.mode))
 
 
 def roi_samples(box: Sequence[float], bins: tuple[int, int], spatial_scale: float, sampling_ratio: int,
@@ -438,7 +487,7 @@ def roi_samples(box: Sequence[float], bins: tuple[int, int], spatial_scale: floa
     return math.prod(max(math.ceil(size / b), 0) for size, b in zip(sizes, bins))
 
 
-@formula("roi_align")
+@formula("roi_align", category="pool")
 def roi_align(in_shape: Shape, output_size, rois: int | None = None, boxes: Sequence[Sequence[float]] = (),
               spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Cost:
     """RoI align: per channel, bin and sampling point one bilinear read of 4 taps: MACs = C x 4 x points."""
@@ -449,18 +498,18 @@ def roi_align(in_shape: Shape, output_size, rois: int | None = None, boxes: Sequ
     per_bin = [roi_samples(box, bins, spatial_scale, sampling_ratio, aligned) for box in boxes] if boxes \
         else [sampling_ratio * sampling_ratio] * count
     c = in_shape[1]
-    return Cost("roi_align", "pool", in_shape, (count, c, *bins), macs=c * math.prod(bins) * 4 * sum(per_bin),
+    return Cost("roi_align", in_shape, (count, c, *bins), macs=c * math.prod(bins) * 4 * sum(per_bin),
                 input_elements=math.prod(in_shape) + 5 * count, kernel=fmt_shape(bins))
 
 
-@formula("grid_sample")
+@formula("grid_sample", category="pool")
 def grid_sample(in_shape: Shape, grid: Shape, mode: str = "bilinear") -> Cost:
     """Grid sampling: output elements x taps; taps = 1 nearest, 2 per spatial dim bilinear, 4 per dim bicubic."""
     rank = len(in_shape) - 2
     if rank not in (2, 3) or len(grid) != rank + 2 or grid[0] != in_shape[0] or grid[-1] != rank:
         raise CnnCostError(f"grid {fmt_shape(grid)} does not sample input {fmt_shape(in_shape)}")
     out_shape = (*in_shape[:2], *grid[1:-1])
-    return Cost("grid_sample", "pool", in_shape, out_shape, macs=math.prod(out_shape) * TAPS_PER_DIM[mode] ** rank,
+    return Cost("grid_sample", in_shape, out_shape, macs=math.prod(out_shape) * RESAMPLING[mode].taps ** rank,
                 input_elements=math.prod(in_shape) + math.prod(grid), kernel=mode)
 
 
@@ -484,23 +533,23 @@ def combine(kind: str, in_shape: Shape, others: Sequence[Shape]) -> Cost:
     """Elementwise op over several inputs: ops = output elements x (inputs - 1)."""
     shapes = [in_shape, *(check_shape(s) for s in others)]
     out_shape = broadcast(shapes)
-    return Cost(kind, "elementwise", in_shape, out_shape, macs=math.prod(out_shape) * (len(shapes) - 1),
+    return Cost(kind, in_shape, out_shape, macs=math.prod(out_shape) * (len(shapes) - 1),
                 input_elements=sum(math.prod(s) for s in shapes))
 
 
-@formula("add")
+@formula("add", category="elementwise")
 def add(in_shape: Shape, other: Shape | None = None, others: Sequence[Shape] = ()) -> Cost:
     """Elementwise add (residual): 1 add per output element per extra input."""
     return combine("add", in_shape, [*([other] if other else [in_shape]), *others])
 
 
-@formula("mul")
+@formula("mul", category="elementwise")
 def mul(in_shape: Shape, other: Shape | None = None) -> Cost:
     """Elementwise multiply (SE scaling): 1 multiply per output element."""
     return combine("mul", in_shape, [other or in_shape])
 
 
-@formula("concat")
+@formula("concat", category="other")
 def concat(in_shape: Shape, others: Sequence[Shape] = (), dim: int = 1) -> Cost:
     """Concatenation: no arithmetic; reads every input and writes their sum along dim."""
     shapes = [in_shape, *(check_shape(s) for s in others)]
@@ -508,22 +557,22 @@ def concat(in_shape: Shape, others: Sequence[Shape] = (), dim: int = 1) -> Cost:
     if len(rest) != 1:
         raise CnnCostError(f"cannot concatenate shapes {', '.join(fmt_shape(s) for s in shapes)} along dim {dim}")
     out_shape = in_shape[:dim] + (sum(s[dim] for s in shapes),) + in_shape[dim + 1:]
-    return Cost("concat", "other", in_shape, out_shape, input_elements=sum(math.prod(s) for s in shapes))
+    return Cost("concat", in_shape, out_shape, input_elements=sum(math.prod(s) for s in shapes))
 
 
-@formula("flatten")
+@formula("flatten", category="other")
 def flatten(in_shape: Shape) -> Cost:
     """Flatten to (N, rest): a view, no arithmetic and no traffic."""
-    return Cost("flatten", "other", in_shape, (in_shape[0], math.prod(in_shape[1:])))
+    return Cost("flatten", in_shape, (in_shape[0], math.prod(in_shape[1:])))
 
 
-@formula("dropout")
+@formula("dropout", category="other")
 def dropout(in_shape: Shape) -> Cost:
     """Dropout at inference: the identity, no arithmetic."""
-    return Cost("dropout", "other", in_shape, in_shape)
+    return Cost("dropout", in_shape, in_shape)
 
 
-@formula("squeeze_excitation")
+@formula("squeeze_excitation", category="other")
 def squeeze_excitation(in_shape: Shape, squeeze_channels: int, activation: str = "relu",
                        gate: str = "sigmoid") -> Cost:
     """SE = avgpool(NCHW) + fc1 C->s + act + fc2 s->C + gate + x * scale (each part as its own formula)."""
@@ -536,7 +585,7 @@ def squeeze_excitation(in_shape: Shape, squeeze_channels: int, activation: str =
     scale = mul(in_shape, sig.out_shape)
     parts = (("avgpool", pooled), ("fc1", fc1), ("activation", act), ("fc2", fc2), ("scale_activation", sig),
              ("", scale))
-    return Cost("squeeze_excitation", "other", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
+    return Cost("squeeze_excitation", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
                 bias_adds=sum(p.bias_adds for _, p in parts), params=sum(p.params for _, p in parts),
                 input_elements=math.prod(in_shape), parts=parts)
 
@@ -570,24 +619,24 @@ def reduced(in_shape: Shape, dims: int | Sequence[int] | None, keepdim: bool) ->
 
 def pointwise_activation(in_shape: Shape, kind: str) -> Cost:
     """leaky_relu, elu, celu, selu, mish, hardtanh (any bounds), softplus, shrinks, logsigmoid: 1 op per element."""
-    return elementwise(kind, "activation", in_shape)
+    return elementwise(kind, in_shape)
 
 
-@formula("prelu")
+@formula("prelu", category="activation")
 def prelu(in_shape: Shape, num_parameters: int = 1) -> Cost:
     """PReLU: 1 op per element (x, or slope x); params = num_parameters slopes (1, or one per channel)."""
-    return elementwise("prelu", "activation", in_shape, params=num_parameters)
+    return elementwise("prelu", in_shape, params=num_parameters)
 
 
 def softmax(in_shape: Shape, kind: str = "softmax") -> Cost:
     """softmax / log_softmax along a dim: exp + sum + divide (log-softmax: subtract) = 3 ops per element."""
     n = math.prod(in_shape)
-    return Cost(kind, "activation", in_shape, in_shape, macs=3 * n, input_elements=n)
+    return Cost(kind, in_shape, in_shape, macs=3 * n, input_elements=n)
 
 
 def unary(in_shape: Shape, kind: str) -> Cost:
     """neg, exp, log, sqrt, rsqrt, abs, reciprocal, clamp, cumsum, ...: 1 op per element."""
-    return elementwise(kind, "elementwise", in_shape)
+    return elementwise(kind, in_shape)
 
 
 def binary(in_shape: Shape, other: Shape | None = None, *, kind: str) -> Cost:
@@ -600,12 +649,12 @@ def ternary(in_shape: Shape, others: Sequence[Shape] = (), *, kind: str) -> Cost
     return combine(kind, in_shape, others)
 
 
-@formula("where")
+@formula("where", category="elementwise")
 def where(in_shape: Shape, other: Shape = (1,), condition: Shape = (1,)) -> Cost:
     """where(condition, x, y): 1 select per output element (of the three shapes broadcast)."""
     shapes = [in_shape, check_shape(other), check_shape(condition)]
     out_shape = broadcast(shapes)
-    return Cost("where", "elementwise", in_shape, out_shape, macs=math.prod(out_shape),
+    return Cost("where", in_shape, out_shape, macs=math.prod(out_shape),
                 input_elements=sum(math.prod(s) for s in shapes))
 
 
@@ -613,7 +662,7 @@ def reduction(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim:
               kind: str) -> Cost:
     """sum, mean, prod, amax, amin, max, min, argmax, any, ... over dims (all when none): 1 op per input element."""
     n = math.prod(in_shape)
-    return Cost(kind, "elementwise", in_shape, reduced(in_shape, dims, keepdim), macs=n, input_elements=n)
+    return Cost(kind, in_shape, reduced(in_shape, dims, keepdim), macs=n, input_elements=n)
 
 
 def variance(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False, *,
@@ -621,34 +670,29 @@ def variance(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: 
     """var (var_mean): mean's add, subtract, square, accumulate = 4 ops per input element; std: + 1 sqrt per output."""
     n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
     roots = math.prod(out_shape) if kind.startswith("std") else 0
-    return Cost(kind, "elementwise", in_shape, out_shape, macs=4 * n + roots, input_elements=n)
+    return Cost(kind, in_shape, out_shape, macs=4 * n + roots, input_elements=n)
 
 
-@formula("vector_norm")
+@formula("vector_norm", category="elementwise")
 def vector_norm(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False) -> Cost:
     """p-norm over dims (norm, linalg_vector_norm): |x|^p and add = 2 ops per input element + 1 root per output."""
     n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
-    return Cost("vector_norm", "elementwise", in_shape, out_shape, macs=2 * n + math.prod(out_shape),
+    return Cost("vector_norm", in_shape, out_shape, macs=2 * n + math.prod(out_shape),
                 input_elements=n)
 
 
-for _kind in POINTWISE_ACTIVATIONS:
-    formula(_kind)(specialise(pointwise_activation, kind=_kind))
-for _kind in ("softmax", "log_softmax"):
-    formula(_kind)(specialise(softmax, kind=_kind))
-for _kind in UNARY:
-    formula(_kind)(specialise(unary, kind=_kind))
-for _kind in BINARY:
-    formula(_kind)(specialise(binary, kind=_kind))
-for _kind in REDUCTIONS:
-    formula(_kind)(specialise(reduction, kind=_kind))
-for _kind in ("addcmul", "addcdiv", "lerp"):
-    formula(_kind)(specialise(ternary, kind=_kind))
-for _kind in ("var", "std", "var_mean", "std_mean"):
-    formula(_kind)(specialise(variance, kind=_kind))
+# The elementwise-like kinds, one loop: (kinds, formula, category).
+for _kinds, _fn, _category in ((POINTWISE_ACTIVATIONS, pointwise_activation, "activation"),
+                               (("softmax", "log_softmax"), softmax, "activation"),
+                               (UNARY, unary, "elementwise"), (BINARY, binary, "elementwise"),
+                               (REDUCTIONS, reduction, "elementwise"),
+                               (("addcmul", "addcdiv", "lerp"), ternary, "elementwise"),
+                               (("var", "std", "var_mean", "std_mean"), variance, "elementwise"),
+                               (("cumprod", "sgn"), unary, "elementwise")):  # cumprod, sgn: only backward runs them
+    for_each_kind(_kinds, _fn, _category)
 
 
-@formula("sort", "topk")
+@formula("sort", "topk", category="other")
 def sort(in_shape: Shape, dim: int = -1, k: int | None = None) -> Cost:
     """sort along dim: ceil(log2 n) comparisons per element, slices of n; topk(k): ceil(log2 k) (a heap); at least 1."""
     dim = dim % len(in_shape)
@@ -657,11 +701,11 @@ def sort(in_shape: Shape, dim: int = -1, k: int | None = None) -> Cost:
         raise CnnCostError(f"topk k={k} must be between 1 and the size {n} of dim {dim}")
     out_shape = in_shape[:dim] + (keep,) + in_shape[dim + 1:]
     depth = max(1, math.ceil(math.log2(keep)))
-    return Cost("sort" if k is None else "topk", "other", in_shape, out_shape, macs=math.prod(in_shape) * depth,
+    return Cost("sort" if k is None else "topk", in_shape, out_shape, macs=math.prod(in_shape) * depth,
                 input_elements=math.prod(in_shape))
 
 
-@formula("attention")
+@formula("attention", category="linear")
 def attention(in_shape: Shape, key: Shape, value: Shape) -> Cost:
     """Q K^T and scores x V for q (..., L, E), k (..., S, E), v (..., S, Ev): MACs = B H L S E + B H L S Ev."""
     key, value = check_shape(key), check_shape(value)
@@ -670,23 +714,23 @@ def attention(in_shape: Shape, key: Shape, value: Shape) -> Cost:
                            f"{fmt_shape(in_shape)}, {fmt_shape(key)}, {fmt_shape(value)}")
     (length, width), source, value_width = in_shape[-2:], key[-2], value[-1]
     heads = math.prod(in_shape[:-2])
-    return Cost("attention", "linear", in_shape, (*in_shape[:-1], value_width),
+    return Cost("attention", in_shape, (*in_shape[:-1], value_width),
                 macs=heads * length * source * (width + value_width),
                 input_elements=math.prod(in_shape) + math.prod(key) + math.prod(value))
 
 
-@formula("scaled_dot_product_attention")
+@formula("scaled_dot_product_attention", category="other")
 def scaled_dot_product_attention(in_shape: Shape, key: Shape, value: Shape, mask: Shape | None = None) -> Cost:
     """softmax(Q K^T x scale + mask) V: attention's two products (linear) + 1 scale, 1 mask add, 3 softmax per score."""
     products = attention(in_shape, key, value)
     scores = (*in_shape[:-1], key[-2])
     parts = (("", products), ("scale", mul(scores, (1,))), *((("mask", add(scores, mask)),) if mask else ()),
              ("softmax", softmax(scores)))
-    return Cost("scaled_dot_product_attention", "other", in_shape, products.out_shape,
+    return Cost("scaled_dot_product_attention", in_shape, products.out_shape,
                 macs=sum(p.macs for _, p in parts), input_elements=products.input_elements, parts=parts)
 
 
-@formula("multi_head_attention")
+@formula("multi_head_attention", category="other")
 def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, in_bias: bool = True,
                          out_bias: bool = True, mask: bool = False, average_weights: bool = False,
                          extra_keys: int = 0, strided: bool = False) -> Cost:
@@ -704,51 +748,51 @@ def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, 
     averaged = (("average", reduction((batch, heads, length, source), 1, kind="mean")),) if average_weights else ()
     fused_bias = in_bias and not strided
     projections = [linear(shape_, embed, fused_bias) for shape_ in (in_shape, key, value)]
-    in_bias_adds = [("in_bias", Cost("in_proj_bias", "linear", p.out_shape, p.out_shape,
-                                     bias_adds=math.prod(p.out_shape), input_elements=math.prod(p.out_shape)))
+    in_bias_adds = [("in_bias", Cost("in_proj_bias", p.out_shape, p.out_shape, bias_adds=math.prod(p.out_shape),
+                                     input_elements=math.prod(p.out_shape), category="linear"))
                     for p in projections] if in_bias and strided else []
     parts = (("q_proj", projections[0]), ("k_proj", projections[1]), ("v_proj", projections[2]), *in_bias_adds,
              *sdpa.parts, *averaged, ("out_proj", linear(in_shape, embed, out_bias)))
-    return Cost("multi_head_attention", "other", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
+    return Cost("multi_head_attention", in_shape, in_shape, macs=sum(p.macs for _, p in parts),
                 bias_adds=sum(p.bias_adds for _, p in parts), params=sum(p.params for _, p in parts),
                 input_elements=math.prod(in_shape) + math.prod(key) + math.prod(value), parts=parts)
 
 
-@formula("data_movement")
+@formula("data_movement", category="other")
 def data_movement(in_shape: Shape, out_shape: Sequence[int] | None = None, read: int | None = None) -> Cost:
     """pad, roll, index, gather, stack, ...: no arithmetic; reads `read` elements (default: input), writes output."""
     out_shape = in_shape if out_shape is None else tuple(int(s) for s in out_shape)
-    return Cost("data_movement", "other", in_shape, out_shape,
+    return Cost("data_movement", in_shape, out_shape,
                 input_elements=math.prod(in_shape) if read is None else read)
 
 IOU_OPS = 11  # intersection: 2 max + 2 min + 2 sub + 1 mul; union: 1 add + 1 sub; 1 divide; 1 compare
 
 
-@formula("nms")
+@formula("nms", category="other")
 def nms(in_shape: Shape) -> Cost:
     """Non-maximum suppression of N boxes (N x 4), upper bound: sort (ceil(log2 N) per box) + N(N-1)/2 IoUs x 11 ops."""
     if len(in_shape) != 2 or in_shape[1] != 4:
         raise CnnCostError(f"nms takes boxes of shape N x 4, got {fmt_shape(in_shape)}")
     n = in_shape[0]
-    return Cost("nms", "other", in_shape, (n,), macs=n * max(1, math.ceil(math.log2(n))) + n * (n - 1) // 2 * IOU_OPS,
+    return Cost("nms", in_shape, (n,), macs=n * max(1, math.ceil(math.log2(n))) + n * (n - 1) // 2 * IOU_OPS,
                 input_elements=n * 5)
 
 
-@formula("glu")
+@formula("glu", category="activation")
 def glu(in_shape: Shape, dim: int = -1) -> Cost:
     """GLU a * sigmoid(b) of the two halves along dim: 1 sigmoid + 1 multiply = 2 ops per output element."""
     dim = dim % len(in_shape)
     if in_shape[dim] % 2:
         raise CnnCostError(f"glu halves dim {dim}, whose size {in_shape[dim]} is odd")
     out_shape = in_shape[:dim] + (in_shape[dim] // 2,) + in_shape[dim + 1:]
-    return Cost("glu", "activation", in_shape, out_shape, macs=2 * math.prod(out_shape),
+    return Cost("glu", in_shape, out_shape, macs=2 * math.prod(out_shape),
                 input_elements=math.prod(in_shape))
 
 
 EMBEDDING_BAG_MODES = ("sum", "mean", "max")
 
 
-@formula("embedding_bag")
+@formula("embedding_bag", category="other")
 def embedding_bag(in_shape: Shape, embedding_dim: int, bags: int, mode: str = "mean", weighted: bool = False) -> Cost:
     """EmbeddingBag: 1 add (max: compare) per gathered element (indices x dim), + 1 multiply each if weighted,
     + 1 divide per output element for mean."""
@@ -756,15 +800,15 @@ def embedding_bag(in_shape: Shape, embedding_dim: int, bags: int, mode: str = "m
         raise CnnCostError(f"embedding_bag mode must be one of {', '.join(EMBEDDING_BAG_MODES)}, got {mode!r}")
     gathered, out_shape = math.prod(in_shape) * embedding_dim, (bags, embedding_dim)
     macs = gathered * (1 + bool(weighted)) + (math.prod(out_shape) if mode == "mean" else 0)
-    return Cost("embedding_bag", "other", in_shape, out_shape, macs=macs,
+    return Cost("embedding_bag", in_shape, out_shape, macs=macs,
                 input_elements=gathered + math.prod(in_shape) * (1 + bool(weighted)))
 
 
-@formula("logsumexp")
+@formula("logsumexp", category="elementwise")
 def logsumexp(in_shape: Shape, dims: int | Sequence[int] | None = None, keepdim: bool = False) -> Cost:
     """log(sum(exp(x))) over dims: max, subtract, exp, add = 4 ops per input element + 1 log per output element."""
     n, out_shape = math.prod(in_shape), reduced(in_shape, dims, keepdim)
-    return Cost("logsumexp", "elementwise", in_shape, out_shape, macs=4 * n + math.prod(out_shape), input_elements=n)
+    return Cost("logsumexp", in_shape, out_shape, macs=4 * n + math.prod(out_shape), input_elements=n)
 
 
 RNN_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -773,7 +817,7 @@ RNN_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 RNN_CELL_OPS = {"lstm": 9, "gru": 8, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-@formula("rnn")
+@formula("rnn", category="other")
 def rnn(in_shape: Shape, hidden: int, mode: str = "lstm", layers: int = 1, bidirectional: bool = False,
         bias: bool = True, proj: int = 0) -> Cost:
     """LSTM/GRU/RNN on (T, N, I), per step, layer, direction: gates H (in + H_out) (+ H proj) MACs, 2 gates H bias adds."""
@@ -787,59 +831,58 @@ def rnn(in_shape: Shape, hidden: int, mode: str = "lstm", layers: int = 1, bidir
         macs += directions * steps * batch * (gates * (width + out_width) + (hidden * proj if proj else 0))
     out_shape = (*in_shape[:-1], out_width * directions)
     runs = layers * directions * steps * batch
-    products = Cost("linear", "linear", in_shape, out_shape, macs=macs, bias_adds=2 * runs * gates if bias else 0,
+    products = Cost("linear", in_shape, out_shape, macs=macs, bias_adds=2 * runs * gates if bias else 0,
                     input_elements=math.prod(in_shape))
-    cell = Cost(f"{mode}_cell", "activation", in_shape, out_shape, macs=runs * hidden * RNN_CELL_OPS[mode],
-                input_elements=runs * gates)
-    return Cost("rnn", "other", in_shape, out_shape, macs=products.macs + cell.macs, bias_adds=products.bias_adds,
+    cell = Cost(f"{mode}_cell", in_shape, out_shape, macs=runs * hidden * RNN_CELL_OPS[mode],
+                input_elements=runs * gates, category="activation")
+    return Cost("rnn", in_shape, out_shape, macs=products.macs + cell.macs, bias_adds=products.bias_adds,
                 input_elements=products.input_elements, parts=(("", products), ("cell", cell)))
 
 
-@formula("bilinear")
+@formula("bilinear", category="linear")
 def bilinear(in_shape: Shape, in2_features: int, out_features: int, bias: bool = True) -> Cost:
     """nn.Bilinear y_k = x1^T A_k x2 + b_k: MACs = rows x out x in1 x in2; params = out in1 in2 (+ out bias)."""
     rows, in1 = math.prod(in_shape[:-1]), in_shape[-1]
     out_shape = (*in_shape[:-1], out_features)
-    return Cost("bilinear", "linear", in_shape, out_shape, macs=rows * out_features * in1 * in2_features,
+    return Cost("bilinear", in_shape, out_shape, macs=rows * out_features * in1 * in2_features,
                 bias_adds=rows * out_features if bias else 0,
                 params=out_features * in1 * in2_features + (out_features if bias else 0),
                 input_elements=rows * (in1 + in2_features))
 
 
-@formula("trilinear")
+@formula("trilinear", category="linear")
 def trilinear(in_shape: Shape, joint: Sequence[int], out_shape: Sequence[int]) -> Cost:
     """aten._trilinear (nn.Bilinear's forward and gradients): 1 MAC per point of its three operands' joint space."""
-    return Cost("trilinear", "linear", in_shape, tuple(out_shape), macs=math.prod(joint),
+    return Cost("trilinear", in_shape, tuple(out_shape), macs=math.prod(joint),
                 input_elements=math.prod(in_shape))
 
 
-@formula("affine_grid")
+@formula("affine_grid", category="other")
 def affine_grid(in_shape: Shape, size: Sequence[int]) -> Cost:
     """F.affine_grid from theta (N, r, r+1): each of the N x prod(spatial) points is theta (x, 1): r (r+1) MACs."""
     rank = len(size) - 2
     points = size[0] * math.prod(size[2:])
-    return Cost("affine_grid", "other", in_shape, (size[0], *size[2:], rank), macs=points * rank * (rank + 1),
+    return Cost("affine_grid", in_shape, (size[0], *size[2:], rank), macs=points * rank * (rank + 1),
                 input_elements=math.prod(in_shape))
 
 
-@formula("cdist")
+@formula("cdist", category="other")
 def cdist(in_shape: Shape, other: Shape) -> Cost:
     """torch.cdist of x1 (..., P, M), x2 (..., R, M): subtract, |.|^p, add = 3 ops per pair and feature + 1 root."""
     other = check_shape(other)
     pairs = math.prod(in_shape[:-1]) * other[-2]
-    return Cost("cdist", "other", in_shape, (*in_shape[:-1], other[-2]), macs=pairs * (3 * in_shape[-1] + 1),
+    return Cost("cdist", in_shape, (*in_shape[:-1], other[-2]), macs=pairs * (3 * in_shape[-1] + 1),
                 input_elements=math.prod(in_shape) + math.prod(other))
 
 
-@formula("fft")
+@formula("fft", category="other")
 def fft(in_shape: Shape, dims: Sequence[int] = (-1,), out_shape: Sequence[int] | None = None) -> Cost:
     """FFT over dims of n_d points each: 1 butterfly op per element per stage = prod(shape) x sum ceil(log2 n_d)."""
     stages = sum(max(1, math.ceil(math.log2(in_shape[d]))) for d in dims)
-    return Cost("fft", "other", in_shape, tuple(out_shape or in_shape), macs=math.prod(in_shape) * stages,
+    return Cost("fft", in_shape, tuple(out_shape or in_shape), macs=math.prod(in_shape) * stages,
                 input_elements=math.prod(in_shape))
 
 
-# (forward ops added for issue 10 go above this line)
 
 
 # -- backward ops of a training step --------------------------------------------------------------------
@@ -852,15 +895,15 @@ GRAD_PARTS = ("grad_input", "grad_weight", "grad_bias")
 def gradient(kind: str, category: str, grad_out: Shape, produced: Shape, macs: int = 0, adds: int = 0,
              read: int = 0) -> Cost:
     """One gradient a backward op produces: its MACs (or bias adds), reading dY and `read` more elements."""
-    return Cost(kind, category, grad_out, produced, macs=macs, bias_adds=adds,
-                input_elements=math.prod(grad_out) + read)
+    return Cost(kind, grad_out, produced, macs=macs, bias_adds=adds, input_elements=math.prod(grad_out) + read,
+                category=category)
 
 
 def backward(kind: str, category: str, in_shape: Shape, parts: Sequence[tuple[str, Cost]]) -> Cost:
     """A backward op as the sum of the gradients it produces (parts), on the forward input's shape."""
-    return Cost(kind, category, in_shape, in_shape, macs=sum(p.macs for _, p in parts),
+    return Cost(kind, in_shape, in_shape, macs=sum(p.macs for _, p in parts),
                 bias_adds=sum(p.bias_adds for _, p in parts), input_elements=sum(p.input_elements for _, p in parts),
-                parts=tuple(parts))
+                category=category, parts=tuple(parts))
 
 
 def masked(output_mask: Sequence[bool], parts: dict[str, Cost]) -> list[tuple[str, Cost]]:
@@ -868,7 +911,7 @@ def masked(output_mask: Sequence[bool], parts: dict[str, Cost]) -> list[tuple[st
     return [(name, parts[name]) for name, wanted in zip(GRAD_PARTS, output_mask) if wanted and name in parts]
 
 
-@formula("conv_backward")
+@formula("conv_backward", category="conv")
 def conv_backward(in_shape: Shape, forward: str = "conv2d", output_mask: Sequence[bool] = (True, True, False),
                   **conv) -> Cost:
     """A conv's backward: grad-input dX = dY W^T and grad-weight dW = X^T dY, F MACs each; grad-bias 1 add/output."""
@@ -882,7 +925,7 @@ def conv_backward(in_shape: Shape, forward: str = "conv2d", output_mask: Sequenc
     return backward(f"{forward}_backward", "conv", in_shape, masked(output_mask, parts))
 
 
-@formula("norm_backward")
+@formula("norm_backward", category="norm")
 def norm_backward(in_shape: Shape, output_mask: Sequence[bool] = (True, True, True), norm: str = "batchnorm2d",
                   params: Sequence[int] | None = None) -> Cost:
     """Batch/layer/group norm backward per element: sum dY (grad-bias, 1 add), sum dY x^ (grad-weight, 1), dX (2)."""
@@ -895,7 +938,7 @@ def norm_backward(in_shape: Shape, output_mask: Sequence[bool] = (True, True, Tr
     return backward(f"{norm}_backward", "norm", in_shape, masked(output_mask, parts))
 
 
-@formula("activation_backward")
+@formula("activation_backward", category="activation")
 def activation_backward(in_shape: Shape, activation: str = "relu") -> Cost:
     """Activation backward dX = dY * f'(x): 1 op per element (f'(x) from the saved input or output)."""
     n = math.prod(in_shape)
@@ -903,7 +946,7 @@ def activation_backward(in_shape: Shape, activation: str = "relu") -> Cost:
     return backward(f"{activation}_backward", "activation", in_shape, [("grad_input", grad)])
 
 
-@formula("pool_backward")
+@formula("pool_backward", category="pool")
 def pool_backward(in_shape: Shape, forward: str = "maxpool2d", **pool) -> Cost:
     """Pool backward: max adds each output's gradient at its argmax (1/output); average spreads it (= forward ops)."""
     f = cost(forward, in_shape, **pool)
@@ -912,7 +955,7 @@ def pool_backward(in_shape: Shape, forward: str = "maxpool2d", **pool) -> Cost:
     return backward(f"{forward}_backward", "pool", in_shape, [("grad_input", grad)])
 
 
-@formula("dropout_backward")
+@formula("dropout_backward", category="other")
 def dropout_backward(in_shape: Shape) -> Cost:
     """Dropout backward dX = dY * mask * scale: 1 op per element."""
     n = math.prod(in_shape)
@@ -920,7 +963,7 @@ def dropout_backward(in_shape: Shape) -> Cost:
     return backward("dropout_backward", "other", in_shape, [("grad_input", grad)])
 
 
-@formula("softmax_backward", "log_softmax_backward")
+@formula("softmax_backward", "log_softmax_backward", category="activation")
 def softmax_backward(in_shape: Shape, log: bool = False) -> Cost:
     """(Log-)softmax backward: s = sum(dY [* y]) per row, dX = dY - exp(y) s (or y (dY - s)): 2 ops per element."""
     n, kind = math.prod(in_shape), "log_softmax" if log else "softmax"
@@ -928,14 +971,14 @@ def softmax_backward(in_shape: Shape, log: bool = False) -> Cost:
     return backward(f"{kind}_backward", "activation", in_shape, [("grad_input", grad)])
 
 
-@formula("nll_loss")
+@formula("nll_loss", category="other")
 def nll_loss(in_shape: Shape) -> Cost:
     """NLL loss (cross-entropy after log-softmax): -log p at each row's target, averaged: 1 add per row."""
     rows = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
-    return Cost("nll_loss", "other", in_shape, (1,), macs=rows, input_elements=rows)
+    return Cost("nll_loss", in_shape, (1,), macs=rows, input_elements=rows)
 
 
-@formula("nll_loss_backward")
+@formula("nll_loss_backward", category="other")
 def nll_loss_backward(in_shape: Shape) -> Cost:
     """NLL loss backward: -dL / N written at each row's target, 1 op per row (the rest of dX is zeros)."""
     rows = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
@@ -943,19 +986,19 @@ def nll_loss_backward(in_shape: Shape) -> Cost:
     return backward("nll_loss_backward", "other", in_shape, [("grad_input", grad)])
 
 
-@formula("nll_loss2d")
+@formula("nll_loss2d", category="other")
 def nll_loss2d(in_shape: Shape) -> Cost:
     """Per-pixel NLL loss on N x C x H x W log-probabilities: 1 add per pixel (N H W), as nll_loss with C last."""
     return nll_loss((in_shape[0], *in_shape[2:], in_shape[1]))
 
 
-@formula("nll_loss2d_backward")
+@formula("nll_loss2d_backward", category="other")
 def nll_loss2d_backward(in_shape: Shape) -> Cost:
     """Per-pixel NLL loss backward: -dL / (N H W) written at each pixel's target, 1 op per pixel."""
     return nll_loss_backward((in_shape[0], *in_shape[2:], in_shape[1]))
 
 
-@formula("upsample_backward")
+@formula("upsample_backward", category="pool")
 def upsample_backward(in_shape: Shape, forward: str = "upsample_nearest", **resample) -> Cost:
     """Interpolation backward: each output's gradient added to its taps with their weights: the forward's MACs."""
     f = cost(forward, in_shape, **resample)
@@ -963,7 +1006,7 @@ def upsample_backward(in_shape: Shape, forward: str = "upsample_nearest", **resa
     return backward(f"{forward}_backward", "pool", in_shape, [("grad_input", grad)])
 
 
-@formula("grid_sample_backward")
+@formula("grid_sample_backward", category="pool")
 def grid_sample_backward(in_shape: Shape, grid: Shape, mode: str = "bilinear",
                          output_mask: Sequence[bool] = (True, True)) -> Cost:
     """Grid sampling backward: dX adds each output's gradient to its taps, dGrid weighs the taps: forward MACs each."""
@@ -974,7 +1017,7 @@ def grid_sample_backward(in_shape: Shape, grid: Shape, mode: str = "bilinear",
                     [("grad_input", p) for p, wanted in zip(parts, output_mask) if wanted])
 
 
-@formula("embedding_backward")
+@formula("embedding_backward", category="other")
 def embedding_backward(in_shape: Shape, num_weights: int, embedding_dim: int) -> Cost:
     """Embedding backward: dW[i] += dY row of each index i (scatter-add): 1 add per gathered element (indices x dim)."""
     gathered = math.prod(in_shape) * embedding_dim
@@ -983,7 +1026,7 @@ def embedding_backward(in_shape: Shape, num_weights: int, embedding_dim: int) ->
     return backward("embedding_backward", "other", in_shape, [("grad_weight", grad)])
 
 
-@formula("prelu_backward")
+@formula("prelu_backward", category="activation")
 def prelu_backward(in_shape: Shape, num_parameters: int = 1) -> Cost:
     """PReLU backward: dX = dY (x > 0 ? 1 : a), 1 op/element; dA's terms dY x where x < 0, 1 op/element (summed after)."""
     n = math.prod(in_shape)
@@ -995,7 +1038,7 @@ def prelu_backward(in_shape: Shape, num_parameters: int = 1) -> Cost:
 SOFTMAX_BACKWARD_OPS = 4  # per score: P recomputed from the log-sum-exp (scale, exp), dS = P (dP - D) (2)
 
 
-@formula("attention_backward")
+@formula("attention_backward", category="other")
 def attention_backward(in_shape: Shape, key: Shape, value: Shape, mask: Shape | None = None) -> Cost:
     """Fused attention backward: S = Q K^T again, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q + 4 ops/score."""
     key, value = check_shape(key), check_shape(value)
@@ -1003,17 +1046,12 @@ def attention_backward(in_shape: Shape, key: Shape, value: Shape, mask: Shape | 
     (length, width), source, value_width = in_shape[-2:], key[-2], value[-1]
     heads = math.prod(in_shape[:-2])
     scores = (*in_shape[:-1], source)
-    products = Cost("attention_grad", "linear", in_shape, in_shape,
-                    macs=heads * length * source * (3 * width + 2 * value_width),
-                    input_elements=f.input_elements + 2 * math.prod(f.out_shape))
+    products = Cost("attention_grad", in_shape, in_shape, macs=heads * length * source * (3 * width + 2 * value_width),
+                    input_elements=f.input_elements + 2 * math.prod(f.out_shape), category="linear")
     softmax_part = gradient("attention_softmax_grad", "activation", scores, scores,
                             macs=SOFTMAX_BACKWARD_OPS * math.prod(scores))
     return backward("attention_backward", "other", in_shape, [("grad_input", products), ("grad_input", softmax_part)])
 
 
-# Ops only a backward runs (the gradients of prod and abs): 1 op per element, as the unary ops above.
-for _kind in ("cumprod", "sgn"):
-    formula(_kind)(specialise(unary, kind=_kind))
 
 
-# (formulas for aten backward ops go above this line)

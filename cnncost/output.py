@@ -116,8 +116,8 @@ def humanize(records: Records) -> Records:
 
 
 def render(tables: Mapping[str, Records], fmt: str, data: object = None, ascii_only: bool = False) -> str:
-    """Text of tables in a format: rich table, JSON (data, or the tables), CSV (the first table), markdown."""
-    fmt = check_format(fmt)
+    """Text of tables in a format (checked where it was given): rich table, JSON (data, or the tables), CSV (the
+    first table), markdown."""
     if fmt == "json":
         return json.dumps(tables if data is None else data, indent=2) + "\n"
     if fmt == "csv":
@@ -251,19 +251,13 @@ def write_through(path: Path, content: str | bytes) -> None:
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     """Write text or bytes to path via a temporary file and rename: the file is whole or untouched.
 
-    A symbolic link is followed (its target is replaced); a device or pipe is written through; an existing
-    file keeps its mode, and one with other hard links is rewritten in place so that they all see the new text.
+    The target is one `writable` (check_output) has accepted, or a file in a folder cnncost made. A symbolic link
+    is followed (its target is replaced); a device or pipe is written through; an existing file keeps its mode,
+    and one with other hard links is rewritten in place so that they all see the new text.
     """
-    if str(path).endswith(("/", os.sep)):
-        raise CnnCostError(f"cannot write {path}: a file name cannot end with '/'")
     shown, path = Path(path), Path(os.path.realpath(path))
-    if shown.is_dir():
-        raise CnnCostError(f"cannot write {shown}: it is a directory")
     if shown.exists() and not shown.is_file():
         return write_through(shown, content)
-    if not path.parent.is_dir():
-        problem = "is not a directory" if path.parent.exists() else "does not exist"
-        raise CnnCostError(f"cannot write {shown}: directory {path.parent} {problem}")
     existing = path.stat() if path.is_file() else None
     if existing and existing.st_nlink > 1:
         return write_through(shown, content)

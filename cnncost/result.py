@@ -35,9 +35,10 @@ def expand(layers: Iterable[Layer]) -> Iterable[Layer]:
             yield Layer(f"{layer.name}.{suffix}" if suffix else layer.name, layer.stage, part)
 
 
-def frame(rows: Iterable[dict]) -> pd.DataFrame:
-    """A layer table with the standard columns, integers kept exact."""
-    df = pd.DataFrame(list(rows), columns=COLUMNS)
+def frame(rows: Iterable[dict], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A layer table with the standard columns (and `extra` ones, as a traced table's module and op), integers
+    kept exact."""
+    df = pd.DataFrame(list(rows), columns=[*COLUMNS, *extra])
     df[INT_COLUMNS] = df[INT_COLUMNS].fillna(0).astype("int64")
     return df.fillna("")
 
@@ -80,7 +81,7 @@ class Result:
         return {c: int(sums.get(c, 0)) for c in CATEGORIES}
 
     def by(self, level: str = "layer") -> pd.DataFrame:
-        """The table at one level: layer (as is), stage, kind or category, with sums and FLOPs/intensity."""
+        """The table at one level: layer (as is), stage, kind or category, with sums and intensity (FLOP/byte)."""
         if level not in LEVELS:
             from cnncost.errors import CnnCostError
             raise CnnCostError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
@@ -90,8 +91,7 @@ class Result:
             table = self.table.groupby(level, sort=False)[SUMMED].sum().reset_index()
             table.insert(1, "layers", self.table.groupby(level, sort=False).size().values)
         moved = table.bytes_read + table.bytes_written
-        table["flops"] = 2 * table.macs
-        table["intensity_flop_per_byte"] = (table.flops / moved.where(moved > 0)).fillna(0.0).round(3)
+        table["intensity_flop_per_byte"] = (2 * table.macs / moved.where(moved > 0)).fillna(0.0).round(3)
         return table
 
     def totals(self) -> dict[str, int]:
@@ -99,3 +99,14 @@ class Result:
         out = {c: self.total(c) for c in SUMMED}
         out["core_macs"] = self.core_macs
         return out
+
+    def document(self, rows: list[dict], totals: dict, unit: str, by: str, traced: bool = True) -> dict:
+        """The JSON of `trace` and `show`: the model, where its counts come from, its input, the rows and totals in
+        a unit; a traced count also says what every input was, where it ran and what it could not count."""
+        data = {"model": self.model, "source": self.source, "input_shape": list(self.input_shape)}
+        if traced:
+            data.update(input_shapes=[list(s) for s in self.input_shapes], device=self.device)
+        data.update(dtype=self.dtype, unit=unit, by=by, rows=rows, totals=totals)
+        if traced:
+            data.update(unsupported=self.unsupported, notes=self.notes)
+        return data

@@ -555,7 +555,7 @@ def core_mismatches(v: Verification) -> list[str]:
     return out
 
 
-def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str, ...] | None = None,
+def verify_model(name: str, size: int | None = None, batch: int = 1, tools: tuple[str, ...] | None = None,
            aux: bool | None = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None,
            shapes: list | None = None, aux_given: bool = False) -> Verification:
     """Trace a model, run the tools, join everything with the analytic spec and explain every difference.
@@ -563,14 +563,13 @@ def verify(name: str, size: int | None = None, batch: int = 1, tools: tuple[str,
     on a model without heads); shapes: (shape, dtype name) of each input (--input)."""
     from cnncost.specs import MODELS, build
     from cnncost.trace.adapters import TOOLS, run_tools
-    from cnncost.trace.counter import trace
+    from cnncost.trace.counter import count_source
     from cnncost.trace.models import check_aux, load
 
-    source = load(name, aux, kwargs)
+    source = load(name, aux, kwargs, shapes=shapes or ())
     if aux_given:
         check_aux(source, aux)
-    source.shapes = shapes or source.shapes
-    traced = trace(source, batch, size, strict=strict, dtype=dtype)
+    traced = count_source(source, batch, size, strict=strict, dtype=dtype)
     analytic = Result.from_spec(build(source.spec, batch, size), dtype) if source.spec else None
     results, errors = run_tools(source, TOOLS if tools is None else tools, batch, size)
     v = Verification(source.name, traced.input_shape, analytic, traced, results, errors,

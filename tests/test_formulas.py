@@ -184,7 +184,7 @@ def test_non_positive_shape_is_an_error():
 def test_registering_a_kind_twice_is_an_error():
     assert "conv2d" in FORMULAS
     with pytest.raises(ValueError, match="registered twice"):
-        formula("conv2d")(lambda in_shape: None)
+        formula("conv2d", category="conv")(lambda in_shape: None)
 
 
 def test_every_formula_states_itself_in_a_docstring():

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import cnncost
 from cnncost.errors import CnnCostError
 from cnncost.formulas import cost
-from cnncost.trace.counter import trace_module
+from cnncost.trace.counter import count_module
 
 EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 META = torch.device("meta")
@@ -319,7 +319,7 @@ MODULES = [  # (id, module, input shape, traced kind, MACs derived)
 
 def rows(module: nn.Module, shape, device: str):
     x = torch.rand(shape) if device == "cpu" else torch.empty(shape, device=device)
-    result = trace_module(module.to(device), x)
+    result = count_module(module.to(device), x)
     table = result.table.drop(columns=["module", "op"], errors="ignore")
     return result, table
 
@@ -341,7 +341,7 @@ def test_traced_convolutions_equal_torch_counter(make, shape):
     module = make().to(META)
     x = torch.empty(shape, device=META)
     _, flops = torch_flops(module, x)
-    assert trace_module(module, x).core_macs == flops // 2
+    assert count_module(module, x).core_macs == flops // 2
 
 
 class GridSample(nn.Module):
@@ -361,7 +361,7 @@ def test_upsample_counts_what_fvcore_counts(module, shape, per_output):
     fvcore = pytest.importorskip("fvcore.nn")
     x = torch.rand(shape)
     counted = fvcore.FlopCountAnalysis(module, x).unsupported_ops_warnings(False).total()
-    assert trace_module(module, x).table.macs.sum() == counted == 2 * 8 * 8 * per_output
+    assert count_module(module, x).table.macs.sum() == counted == 2 * 8 * 8 * per_output
 
 
 class Call(nn.Module):
@@ -415,7 +415,7 @@ ATEN_CALLS = [  # (id, call on a 1x2x4x4 x, kind, MACs derived)
 
 @pytest.mark.parametrize("call, kind, macs", [c[1:] for c in ATEN_CALLS], ids=[c[0] for c in ATEN_CALLS])
 def test_aten_overloads_have_handlers(call, kind, macs):
-    result = trace_module(Call(call), torch.empty(1, 2, 4, 4, device=META))
+    result = count_module(Call(call), torch.empty(1, 2, 4, 4, device=META))
     assert not result.unsupported
     assert list(result.table.kind) == [kind] and int(result.table.macs.sum()) == macs
 
@@ -440,7 +440,7 @@ class RoIAlign(nn.Module):
 ])
 def test_roi_align_reads_four_taps_per_sampling_point(sampling_ratio, device, points):
     x = torch.rand(1, 4, 16, 16) if device == "cpu" else torch.empty(1, 4, 16, 16, device=META)
-    result = trace_module(RoIAlign(sampling_ratio), x)
+    result = count_module(RoIAlign(sampling_ratio), x)
     assert not result.unsupported and list(result.table.kind) == ["roi_align"]
     assert list(result.table.out_shape) == ["2x4x7x7"]
     assert int(result.table.macs.sum()) == 4 * 7 * 7 * 4 * points  # channels x bins x taps x points

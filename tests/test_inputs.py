@@ -10,8 +10,9 @@ from torch import nn
 from cnncost.cli import run
 from cnncost.errors import CnnCostError
 from cnncost.trace import count
-from cnncost.trace.models import load, parse_input
-from cnncost.verify import verify
+from cnncost.trace.models import load
+from cnncost.trace.sources import parse_input
+from cnncost.verify import verify_model
 
 USER_MODELS = '''
 import torch
@@ -179,7 +180,7 @@ def test_tied_weights_count_once_through_the_cli_and_verify(capsys, nets):
     assert data["totals"]["params"] == TIED_PARAMS and data["totals"]["core_macs"] == TIED_MACS
     cpu = cli_json(capsys, "trace", f"{nets}:tied", "--device", "cpu")
     assert cpu["totals"]["params"] == TIED_PARAMS
-    assert verify(f"{nets}:tied", tools=()).trace.total("params") == TIED_PARAMS
+    assert verify_model(f"{nets}:tied", tools=()).trace.total("params") == TIED_PARAMS
 
 
 def test_cpu_fallback_is_named_in_title_and_json(capsys, nets):

@@ -9,7 +9,7 @@ CPU and take most of the time: `-m "not slow"` leaves them out.
 import pytest
 import torchvision
 
-from cnncost.trace.counter import trace
+from cnncost.trace.counter import count_source
 from cnncost.trace.models import load, torchvision_meta, torchvision_tasks
 
 # Detection heads after the region proposal network run on as many proposals and detections as the trained
@@ -44,7 +44,7 @@ def test_every_task_is_covered():
 @pytest.mark.parametrize("name", [case(n) for n in ALL])
 def test_traced_model_matches_torchvision_metadata(name):
     meta = torchvision_meta(name)
-    result = trace(load(name))
+    result = count_source(load(name))
     assert result.input_shapes and result.device in ("meta", "cpu")
     assert not result.unsupported, result.unsupported
     if "num_params" in meta:

@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnncost.cli import run
 from cnncost.trace import count
 from cnncost.trace.step import as_inputs, make_optimizer, training_step
-from cnncost.trace.train import trace_training, targets_for
+from cnncost.trace.step import targets_for
+from cnncost.trace.train import trace_training
 from tests.modules import Lambda
 
 USER_FILE = '''
@@ -112,7 +113,7 @@ def core_train_macs(result) -> int:
 
 
 def same_rows_everywhere(model: nn.Module, *inputs):
-    """count() on meta and on the CPU, --strict: identical tables (issue 10 item 7)."""
+    """count() on meta and on the CPU, --strict: identical tables."""
     meta = count(model, inputs=tuple(inputs), strict=True)
     cpu = count(model, inputs=tuple(inputs), device="cpu", strict=True)
     assert (meta.device, cpu.device) == ("meta", "cpu")
@@ -339,13 +340,13 @@ def test_stft_window_and_antialiased_resize_have_formulas():
 @pytest.mark.parametrize("batch", [1, 2])
 def test_batch_first_attention_is_explained_for_ptflops_aten_at_any_batch(tmp_path, batch):
     """A batch_first query of batch > 1 reaches the in-projection transposed: aten.linear runs as mm + add there."""
-    from cnncost.verify import verify
+    from cnncost.verify import verify_model
     path = tmp_path / "mha.py"
     path.write_text("from torch import nn\n\n\ndef mha():\n    return Self()\n\n\nclass Self(nn.Module):\n"
                     "    def __init__(self):\n        super().__init__()\n"
                     "        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)\n\n"
                     "    def forward(self, x):\n        return self.attn(x, x, x, need_weights=False)[0]\n")
-    v = verify(f"{path}:mha", tools=("torch", "ptflops-aten", "ptflops", "fvcore"),
+    v = verify_model(f"{path}:mha", tools=("torch", "ptflops-aten", "ptflops", "fvcore"),
                shapes=[((batch, 5, 16), "float32")])
     assert not v.errors and not [c for c in v.causes if c["cause"] == "unexplained"]
     # 4 projections of batch x 5 tokens x 16 x 16 + 2 products of 4 heads x 5 x 5 x 4 per sequence
@@ -362,8 +363,8 @@ def test_a_spatial_mean_is_a_global_pool_with_the_output_shape_of_the_mean():
 
 def test_a_transformer_text_classifier_is_explained_for_every_tool(user_file):
     """Embedding + nn.TransformerEncoder (batch_first, batch 2) on int64 tokens: no unexplained difference."""
-    from cnncost.verify import verify
-    v = verify(f"{user_file}:text", shapes=[((2, 8), "int64")])
+    from cnncost.verify import verify_model
+    v = verify_model(f"{user_file}:text", shapes=[((2, 8), "int64")])
     assert not v.errors and not v.trace.unsupported
     assert not [c for c in v.causes if c["cause"] == "unexplained"], v.causes
     assert ("ptflops", "stored activation not patched") in {(c["source"], c["cause"]) for c in v.causes}
@@ -371,7 +372,7 @@ def test_a_transformer_text_classifier_is_explained_for_every_tool(user_file):
 
 def test_recurrent_layers_are_explained_for_fvcore_torch_and_ptflops_aten(tmp_path):
     """fvcore has no handle for aten::lstm/gru; torch's counter and ptflops's aten backend (on meta) see the mm's."""
-    from cnncost.verify import verify
+    from cnncost.verify import verify_model
     path = tmp_path / "rnn.py"
     path.write_text("from torch import nn\n\n\nclass Tagger(nn.Module):\n    def __init__(self):\n"
                     "        super().__init__()\n        self.emb = nn.Embedding(50, 8)\n"
@@ -380,6 +381,6 @@ def test_recurrent_layers_are_explained_for_fvcore_torch_and_ptflops_aten(tmp_pa
                     "    def forward(self, x):\n"
                     "        return self.fc(self.gru(self.lstm(self.emb(x))[0])[0][:, -1])\n\n\n"
                     "def tagger():\n    return Tagger()\n")
-    v = verify(f"{path}:tagger", tools=("fvcore", "torch", "ptflops-aten"), shapes=[((2, 6), "int64")])
+    v = verify_model(f"{path}:tagger", tools=("fvcore", "torch", "ptflops-aten"), shapes=[((2, 6), "int64")])
     assert not v.errors and not v.trace.unsupported
     assert not [c for c in v.causes if c["cause"] == "unexplained"], v.causes

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnncost.formulas import BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, UNARY, cost
 from cnncost.result import COLUMNS
-from cnncost.trace.counter import trace, trace_module
+from cnncost.trace.counter import count_module, count_source
 from cnncost.trace.kinds import category
 from cnncost.trace.models import load
 from cnncost.trace.ops import layer_of
@@ -28,7 +28,7 @@ from cnncost.trace.ops import layer_of
 def traced(f, *inputs, device: str = "meta", module: nn.Module | None = None):
     """Our trace of f(*inputs) (or of a module) with the inputs (shapes or tensors) on a device."""
     inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else torch.randn(*x, device=device) for x in inputs)
-    return trace_module(module or Lambda(f), inputs, "ops")
+    return count_module(module or Lambda(f), inputs, "ops")
 
 
 def torch_macs(f, *shapes) -> int:
@@ -303,7 +303,7 @@ def test_multi_head_attention_rows():
     with torch.device("meta"):
         module = nn.MultiheadAttention(16, 4).eval()
     x = torch.empty(6, 2, 16, device="meta")
-    r = trace_module(module, (x, x, x, None, False), "mha")
+    r = count_module(module, (x, x, x, None, False), "mha")
     rows = r.table.set_index("kind")
     assert rows.loc["linear", "macs"] == 4 * (12 * 16 * 16)  # q, k, v and out projections of 12 tokens: 12,288
     assert rows.loc["attention", "macs"] == 2 * 4 * 6 * 6 * (4 + 4)  # N H L S (E/H + E/H) = 2,304
@@ -331,7 +331,7 @@ def test_multi_head_attention_fast_path_called_directly_costs_like_the_module():
         None, False))
     direct.module = module
     with torch.no_grad():
-        fast, slow = trace_module(direct, x, "fast"), trace_module(module, (x, x, x, None, False), "slow")
+        fast, slow = count_module(direct, x, "fast"), count_module(module, (x, x, x, None, False), "slow")
     assert not fast.unsupported
     assert fast.table[COLUMNS[2:]].to_dict("records") == slow.table[COLUMNS[2:]].to_dict("records")
 
@@ -346,13 +346,13 @@ def torchvision_ops(name: str) -> float:
 
 @pytest.mark.parametrize("device", ["meta", "cpu"])
 def test_vit_b_16_core_macs_equal_torchvision_on_every_device(device):
-    r = trace(load("vit_b_16"), device=device)
+    r = count_source(load("vit_b_16"), device=device)
     assert round(r.core_macs / 1e9, 3) == torchvision_ops("vit_b_16") == 17.564
     assert not r.unsupported and set(r.table.kind) >= {"attention", "softmax", "linear"}
 
 
 def test_swin_t_moves_data_and_matches_torchvision():
-    r = trace(load("swin_t"))
+    r = count_source(load("swin_t"))
     assert round(r.core_macs / 1e9, 3) == torchvision_ops("swin_t")
     assert not r.unsupported  # pad, roll, index, masked_fill are data movement
     moved = r.table[r.table.kind == "data_movement"]
@@ -361,14 +361,14 @@ def test_swin_t_moves_data_and_matches_torchvision():
 
 def test_timm_models_pass_strict_and_match_torch():
     timm = pytest.importorskip("timm")
-    r = trace(load("timm:tf_efficientnet_b0"), strict=True)  # its "same" padding is constant_pad_nd
+    r = count_source(load("timm:tf_efficientnet_b0"), strict=True)  # its "same" padding is constant_pad_nd
     assert not r.unsupported
     with torch.device("meta"):
         vit = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()  # calls F.sdpa itself
     x = torch.empty(1, 3, 224, 224, device="meta")
     with FlopCounterMode(display=False) as mode, torch.no_grad():
         vit(x)
-    assert trace_module(vit, x, "vit_tiny", strict=True).core_macs == mode.get_total_flops() // 2
+    assert count_module(vit, x, "vit_tiny", strict=True).core_macs == mode.get_total_flops() // 2
     assert math.isfinite(r.core_macs)
 
 
@@ -382,7 +382,7 @@ def test_nms_is_costed_at_its_upper_bound_on_the_cpu():
 
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 9, 9], [50, 50, 60, 60]],
                          dtype=torch.float)
-    result = trace_module(Suppress(), (boxes, torch.rand(5)))
+    result = count_module(Suppress(), (boxes, torch.rand(5)))
     assert not result.unsupported
     assert result.table.loc[result.table.kind == "nms", "macs"].sum() == 15 + 10 * 11
 
@@ -393,7 +393,7 @@ def test_ops_on_empty_tensors_cost_nothing_and_are_not_unsupported():
         kept = x[x > 1e9]  # no element passes: an empty tensor
         return torch.stack([kept * 2 - 1, kept.ge(0) & kept.le(1)])
 
-    result = trace_module(Lambda(keep_none), (torch.rand(2, 3),))
+    result = count_module(Lambda(keep_none), (torch.rand(2, 3),))
     assert not result.unsupported
     mul_sub = result.table[result.table.kind.isin(["mul", "sub"])]
     assert len(mul_sub) == 2 and mul_sub.macs.sum() == 0

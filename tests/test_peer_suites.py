@@ -13,7 +13,7 @@ The suites, as published:
 - DeepSpeed ``tests/unit/profiling/flops_profiler/test_flops_profiler.py``
 
 Cases that need a backward pass assert the forward part here (its share is derived next to it); the full
-training number is in ``test_training_cases`` (issue 11).
+training number is in ``test_training_cases``.
 """
 from __future__ import annotations
 
@@ -827,7 +827,7 @@ def test_cases_cover_every_suite():
     assert len(CASES) >= 150
 
 
-# -- the suites' backward cases: cnncost's training tracer (issue 11) over the suite's `.sum().backward()` -------
+# -- the suites' backward cases: cnncost's training tracer over the suite's `.sum().backward()` -------
 
 GRADS = ("forward_macs", "grad_input_macs", "grad_weight_macs")
 
@@ -852,27 +852,20 @@ class Training:
     module: str = ""  # a module's conv rows only (torch's flop_counts[module][aten.convolution_backward])
     columns: tuple = GRADS
     repeat: int = 1  # the suite runs the step this many times; we trace one
-    known: str = ""  # a backward op the training tracer (issue 11) has no formula for yet: a non-strict xfail
+    known: str = ""  # a backward op the training tracer has no formula for yet: a non-strict xfail
 
 
 def trained(module: nn.Module, inputs: tuple) -> tuple:
     """cnncost's training rows per module and MACs per category for forward + output.sum().backward() (no loss
     function, no optimizer step)."""
-    from cnncost.trace.train import TrainTracer, category_table, result_table
+    from cnncost.trace.train import TrainCounter, category_table, result_table
     params = list(module.parameters()) or [torch.zeros(1, requires_grad=True)]
-    tracer = TrainTracer(module, torch.optim.SGD(params, lr=0.1))
-    handles = [h for path, m in module.named_modules()
-               for h in (m.register_forward_pre_hook(tracer.enter(path, m)),
-                         m.register_forward_hook(tracer.leave, always_call=True))]
-    try:
-        with tracer:
-            out = module(*inputs)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            (out["a"] if isinstance(out, dict) else out).sum().backward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    assert not tracer.unsupported, tracer.unsupported
+    tracer = TrainCounter(module, torch.optim.SGD(params, lr=0.1))
+    with tracer.active():
+        out = module(*inputs)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        (out["a"] if isinstance(out, dict) else out).sum().backward()
+    assert not tracer.costs.unsupported, tracer.costs.unsupported
     return result_table(tracer, module), category_table(tracer)
 
 

@@ -27,10 +27,10 @@ def torch_core_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_timm_model_matches_torch_counter_and_its_parameters(name):
-    from cnncost.trace.counter import trace
+    from cnncost.trace.counter import count_source
     from cnncost.trace.models import load
     source = load(f"timm:{name}")
-    ours = trace(source, strict=True)  # --strict: an op without a formula is an error
+    ours = count_source(source, strict=True)  # --strict: an op without a formula is an error
     model = source.build("meta").eval()
     x = source.input(1, None, "meta")
     assert ours.core_macs == torch_core_macs(model, x)

@@ -10,7 +10,8 @@ from torch import nn
 from torchvision.ops import SqueezeExcitation
 
 from cnncost.errors import CnnCostError
-from cnncost.trace.counter import rollup, trace, trace_module
+from cnncost.trace.counter import count_module, count_source
+from cnncost.trace.table import rollup
 from cnncost.trace.models import load
 
 SUBSET = ["resnet50", "resnext50_32x4d", "googlenet", "densenet121", "efficientnet_b0", "alexnet", "vgg16"]
@@ -59,14 +60,14 @@ PARAMS = {"stem": 16 * 27, "grouped": 32 * 36 + 32, "dilated": 32 * 288, "depthw
 @functools.lru_cache(maxsize=None)
 def traced(name: str, device: str = "meta"):
     """Our trace of a registered model at batch 1, once per session."""
-    return trace(load(name), device=device)
+    return count_source(load(name), device=device)
 
 
 @functools.lru_cache(maxsize=None)
 def custom(device: str = "meta"):
     with torch.device(device):
         model = Custom()
-    return trace_module(model, torch.empty(1, 3, 32, 32, device=device) if device == "meta"
+    return count_module(model, torch.empty(1, 3, 32, 32, device=device) if device == "meta"
                         else torch.randn(1, 3, 32, 32), "custom")
 
 
@@ -122,7 +123,7 @@ def test_functional_forms_count_like_modules():
             return torch.cat([y * y, y + y], 1)
 
     x = torch.empty(2, 4, 10, 10, device="meta")
-    f, m = (trace_module(M().to("meta"), x) for M in (Functional, Modules))
+    f, m = (count_module(M().to("meta"), x) for M in (Functional, Modules))
     assert f.by_category() == m.by_category()
     assert f.by_category()["conv"] == (2 * 8 * 10 * 10) * (4 * 3 * 3)  # 1,600 x 36 = 57,600
     assert f.by_category()["elementwise"] == 2 * (2 * 8 * 10 * 10)  # y * y and y + y: 3,200
@@ -141,7 +142,7 @@ def test_meta_equals_cpu(name):
 
 
 def test_aux_heads_are_counted_as_unused_parameters():
-    base, aux = traced("googlenet"), trace(load("googlenet", aux=True))
+    base, aux = traced("googlenet"), count_source(load("googlenet", aux=True))
     unused = aux.table[aux.table.kind == "(unused)"]
     assert set(unused.stage) == {"aux1", "aux2"}
     assert aux.total("params") - int(unused.params.sum()) == base.total("params")
@@ -161,19 +162,19 @@ def test_unsupported_ops_are_listed_and_strict_fails():
             return torch.special.bessel_j0(x).logcumsumexp(1)  # compute, with no formula (cumsum and sub have one)
 
     x = torch.empty(1, 3, 4, 4, device="meta")
-    r = trace_module(Odd(), x, "odd")
+    r = count_module(Odd(), x, "odd")
     assert r.unsupported == {"aten.special_bessel_j0": 1, "aten.logcumsumexp": 1}
     assert set(r.table.kind) == {"aten.special_bessel_j0", "aten.logcumsumexp"}
     assert any("aten.logcumsumexp" in n for n in r.notes)
     with pytest.raises(CnnCostError, match="aten.logcumsumexp"):
-        trace_module(Odd(), x, "odd", strict=True)
+        count_module(Odd(), x, "odd", strict=True)
 
 
 def test_memory_free_at_any_batch():
     """A batch of 4096 at 600 px would need 17.7 GB of input alone on a real device: meta holds no data."""
-    r = trace(load("resnet18"), batch=4096, size=600)
+    r = count_source(load("resnet18"), batch=4096, size=600)
     assert r.input_shape == (4096, 3, 600, 600)
-    assert r.core_macs == 4096 * trace(load("resnet18"), size=600).core_macs
+    assert r.core_macs == 4096 * count_source(load("resnet18"), size=600).core_macs
 
 
 def test_forward_failing_on_meta_falls_back_to_cpu(tmp_path):
@@ -181,7 +182,7 @@ def test_forward_failing_on_meta_falls_back_to_cpu(tmp_path):
     source.write_text("import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n"
                       "    def __init__(self):\n        super().__init__()\n        self.c = nn.Conv2d(3, 4, 1)\n"
                       "    def forward(self, x):\n        return self.c(x) * float(x.abs().max() >= 0)\n")
-    r = trace(load(f"{source}:Net"), size=8)
+    r = count_source(load(f"{source}:Net"), size=8)
     assert r.by_category()["conv"] == (8 * 8 * 4) * 3  # 768
     assert any("meta device" in n for n in r.notes)
 

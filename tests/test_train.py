@@ -13,7 +13,8 @@ from cnncost.errors import CnnCostError
 from cnncost.formulas import cost
 from cnncost.trace.models import load
 from cnncost.trace.step import make_optimizer, training_step
-from cnncost.trace.train import LOSS, prime, targets_for, trace_training
+from cnncost.trace.step import prime, targets_for
+from cnncost.trace.train import LOSS, trace_training
 
 LECTURE = ["alexnet", "vgg16", "googlenet", "resnet34", "resnet50", "resnext50_32x4d", "densenet121",
            "efficientnet_b0"]

@@ -1,4 +1,4 @@
-"""The training step beyond the lecture: every backward op of the models and modules issue 10 added is costed
+"""The training step beyond the lecture: every backward op of the models and modules beyond CNNs is costed
 (none "unsupported"), conv + matmul FLOPs equal torch's FlopCounterMode on the same step, models whose loss is
 not a classifier's are refused in one line. All on the meta device, batch 2, small inputs where allowed."""
 import importlib.util
@@ -17,7 +17,8 @@ from cnncost.formulas import cost
 from cnncost.trace.models import load
 from cnncost.trace.ops import layer_of
 from cnncost.trace.step import make_optimizer, training_step
-from cnncost.trace.train import LOSS, prime, targets_for, trace_training, train
+from cnncost.trace.step import prime, targets_for
+from cnncost.trace.train import LOSS, trace_training, train_source
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 TIMM = pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed")
@@ -243,7 +244,7 @@ def test_segmentation_trains_on_a_per_pixel_cross_entropy():
     pixels = 2 * 8 * 8  # batch 2 at 8 x 8
     assert cost("nll_loss2d", (2, 5, 8, 8)).macs == pixels  # 1 add per pixel, whatever the 5 classes
     assert cost("nll_loss2d_backward", (2, 5, 8, 8)).macs == pixels
-    result = train(load("lraspp_mobilenet_v3_large"), batch=2, size=64)
+    result = train_source(load("lraspp_mobilenet_v3_large"), batch=2, size=64)
     assert not result.unsupported and rows(result)[LOSS]["forward_macs"] > 0
 
 
@@ -256,7 +257,7 @@ def test_cli_train_a_segmentation_model(capsys):
 @pytest.mark.parametrize("name,why", [("raft_small", "optical flow"), ("fasterrcnn_resnet50_fpn", "detection")])
 def test_models_that_train_on_other_targets_are_refused_in_one_line(name, why, capsys):
     with pytest.raises(CnnCostError, match=f"cannot trace a training step: {why}"):
-        train(load(name))
+        train_source(load(name))
     assert run(["train", name]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cnncost: error:") and err.count("\n") == 1 and why in err
@@ -264,7 +265,7 @@ def test_models_that_train_on_other_targets_are_refused_in_one_line(name, why, c
 
 def test_a_batch_norm_over_one_value_asks_for_a_larger_batch():
     with pytest.raises(CnnCostError, match="use --batch 2 or more"):
-        train(load("deeplabv3_mobilenet_v3_large"), batch=1, size=64)
+        train_source(load("deeplabv3_mobilenet_v3_large"), batch=1, size=64)
 
 
 def test_auxiliary_classifiers_train_with_torchvisions_loss_weights():

@@ -8,7 +8,7 @@ from cnncost import specs
 from cnncost.specs import ModelEntry
 from cnncost.trace.adapters import fvcore_result, ptflops_aten_result, ptflops_result
 from cnncost.trace.models import load, torchvision_meta
-from cnncost.verify import TOOL_NAMES, verify
+from cnncost.verify import TOOL_NAMES, verify_model
 
 EXACT = [n for n, e in specs.MODELS.items() if e.torchvision]  # specs that claim to be a torchvision model
 PAPER = [n for n, e in specs.MODELS.items() if not e.torchvision and n not in ("densenet264",)]
@@ -18,8 +18,8 @@ CORE = ("conv", "linear")
 
 @functools.lru_cache(maxsize=None)
 def checked(name: str, tools: tuple = ("fvcore", "ptflops", "ptflops-aten", "torch")):
-    """verify() once per model and tool set per session (fvcore and ptflops run a real CPU forward)."""
-    return verify(name, tools=tools)
+    """verify_model() once per model and tool set per session (fvcore and ptflops run a real CPU forward)."""
+    return verify_model(name, tools=tools)
 
 
 @pytest.mark.parametrize("name", EXACT + ["densenet264"])
@@ -112,7 +112,7 @@ def test_ptflops_batch_quirk_is_reproduced():
     model, x = source.build("cpu"), source.input(2, 64, "cpu")
     macs, _ = get_model_complexity_info(model, (3, 64, 64), input_constructor=lambda _: x, as_strings=False,
                                         print_per_layer_stat=False)
-    v = verify("resnet18", size=64, batch=2, tools=("ptflops",))
+    v = verify_model("resnet18", size=64, batch=2, tools=("ptflops",))
     quirk = next(c for c in v.causes if c["cause"] == "per-image average")
     assert f"reports {macs:,} at batch 2" in quirk["why"]
     assert v.tools["ptflops"].total() != macs
@@ -146,13 +146,13 @@ def test_a_wrong_spec_is_a_mismatch(monkeypatch):
     """A spec that claims to be torchvision's resnet18 but builds a ResNet-34 fails on conv layers."""
     wrong = ModelEntry("resnet18_wrong", specs.MODELS["resnet34"].build, 224, {"depth": 34}, "resnet18")
     monkeypatch.setitem(specs.MODELS, "resnet18_wrong", wrong)
-    v = verify("resnet18_wrong", tools=())
+    v = verify_model("resnet18_wrong", tools=())
     assert not v.ok
     assert any(m.startswith("layer1.2.conv1 (conv): macs analytic") for m in v.mismatches)
 
 
 def test_aux_heads_explain_the_parameter_gap():
-    v = verify("googlenet", tools=(), aux=True)
+    v = verify_model("googlenet", tools=(), aux=True)
     aux = [c for c in v.causes if c["cause"] == "auxiliary heads"]
     assert aux and aux[0]["difference"] == v.meta["num_params"] - v.trace.total("params") < 0
 
@@ -161,7 +161,7 @@ def test_user_model_has_no_analytic_side(tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text("from torch import nn\n\ndef make(width=4):\n    return nn.Sequential(nn.Conv2d(3, width, 3), "
                     "nn.ReLU())\n")
-    v = verify(f"{path}:make", size=10, tools=("torch",), kwargs={"width": 8})
+    v = verify_model(f"{path}:make", size=10, tools=("torch",), kwargs={"width": 8})
     assert v.analytic is None and v.ok
     assert v.trace.core_macs == v.tools["torch"].core_macs == (8 * 8 * 8) * (3 * 3 * 3)  # 512 x 27 = 13,824
     assert torch.__version__  # the user model ran through torch on the meta device

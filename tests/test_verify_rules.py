@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from cnncost.report.verification import BEYOND
-from cnncost.verify import TOOL_NAMES, rule_keys, verify
+from cnncost.verify import TOOL_NAMES, rule_keys, verify_model
 
 CORPUS = '''
 import torch
@@ -80,7 +80,7 @@ def test_every_tool_is_explained_on_every_new_kind(tmp_path):
     path.write_text(textwrap.dedent(CORPUS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        v = verify(f"{path}:make", size=8)
+        v = verify_model(f"{path}:make", size=8)
     explained(v)
     causes = {(c["source"], c["cause"]) for c in v.causes}
     assert {("fvcore", "attention not counted"), ("ptflops", "attention counted by its module hook"),
@@ -108,4 +108,4 @@ def test_models_beyond_the_lecture_are_explained(name):
     """The verification report's models beyond the lecture (attention, upsampling, 3-d convolution)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        explained(verify(name))
+        explained(verify_model(name))

@@ -37,8 +37,8 @@ def per_layer(name: str, size: int, runs: bool = True):
     source = model_source(name) if runs or entry is None else None
     if entry is not None and not (source and source.paper_variant):
         return Result.from_spec(build(entry.name, batch=1, size=size))
-    from cnncost.trace.counter import trace
-    return trace(source, batch=1, size=size)
+    from cnncost.trace.counter import count_source
+    return count_source(source, batch=1, size=size)
 
 
 TRACE_BATCH = 2  # a batch norm trains only on more than one value per channel; conv + linear MACs scale with it
@@ -48,8 +48,8 @@ TRACE_BATCH = 2  # a batch norm trains only on more than one value per channel; 
 def traced_training_macs(name: str, size: int) -> int:
     """Conv + linear MACs per image of a training step traced on meta (cnncost.trace.train): forward + grad-input
     + grad-weight (+ what checkpointing recomputes), the image needing no gradient, as bench's timed step."""
-    from cnncost.trace.train import STEP_PHASES, train
-    result = train(model_source(name), batch=TRACE_BATCH, size=size)
+    from cnncost.trace.train import STEP_PHASES, train_source
+    result = train_source(model_source(name), batch=TRACE_BATCH, size=size)
     return sum(result.core(phase) for phase in STEP_PHASES) // TRACE_BATCH
 
 

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 from cnncost.errors import CnnCostError
 from cnncost.output import reading, write_atomic
-from cnncost.trace.models import one_line
+from cnncost.trace.sources import one_line
 
 # The schema: every row has exactly these keys, in this order. Units are in the names.
 SCHEMA = (

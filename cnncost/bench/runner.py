@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 from cnncost.bench.csvio import SCHEMA
 from cnncost.bench.devices import BENCH_DTYPES, match
 from cnncost.errors import CnnCostError
-from cnncost.trace.models import one_line
+from cnncost.trace.sources import one_line
 
 MODES = ("infer", "train")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -228,8 +228,8 @@ def real_model(entry, model: str):
 def traced_cost(source, name: str, size: int, epochs: int, dataset_size: int) -> TrainCost:
     """Per-image training MACs from a traced training step at batch 1 (forward + grad-input + grad-weight, and
     what checkpointing recomputes; the optimizer's MACs are per step, not per image, and are left out)."""
-    from cnncost.trace.train import STEP_PHASES as phases, train
-    result = train(source, batch=1, size=size)
+    from cnncost.trace.train import STEP_PHASES as phases, train_source
+    result = train_source(source, batch=1, size=size)
     core = sum(result.core(c) for c in phases)
     every = int(result.by_category[list(phases)].to_numpy().sum())
     return TrainCost(name, size, epochs, dataset_size, result.core("forward_macs"), core, every, TRACED,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower
+from cnncost.cli.options import FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower, unit_of
 
 SHOWN = ("model", "mode", "batch", "size", "dtype", "img_per_s", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
          "macs_per_image", "tflops_achieved", "mfu", "error")
@@ -82,11 +82,8 @@ def bench(
     from cnncost.bench.csvio import check_target
     from cnncost.bench.runner import Settings, check
     from cnncost.errors import CnnCostError
-    from cnncost.output import check_format, emit, in_unit
-    from cnncost.units import unit as to_unit
+    from cnncost.output import emit, in_unit
 
-    check_format(fmt)
-    to_unit(unit)  # a bad unit fails before anything runs
     device = pick_device(device)
     plain = DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
     given = {"batch": batch, "warmup": warmup, "iters": iters, "repeats": repeats}
@@ -99,7 +96,7 @@ def bench(
         if output and output != "-" and same_file(output, out):
             raise CnnCostError(f"cannot write {output}: it is the --out CSV this command appends to")
     names = [model_source(m).name for m in models]
-    u = to_unit(unit)
+    u = unit_of(unit)
     rows = in_unit(run_sweep(names, batches, settings, out), u)
     columns = [k.replace("macs", u.name) for k in SHOWN]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
@@ -188,14 +185,12 @@ def train_cost(
 ) -> None:
     """Total training multiply-adds (forward + backward, per layer kind) and the GPU-hours they imply."""
     from cnncost.bench.traincost import train_cost as estimate
-    from cnncost.output import check_format, check_output, emit, in_unit
-    from cnncost.units import unit as to_unit
+    from cnncost.output import check_output, emit, in_unit
 
-    check_format(fmt)
-    u = to_unit(unit)
+    u = unit_of(unit)
     check_estimate(gpu, dtype, mfu, csv)
     if output:
-        check_output(output)  # not the --csv it reads
+        check_output(output)  # again, now that the --csv it reads is known: never that file
     cost = estimate(model, size, epochs, dataset_size, csv, gpu, dtype, mfu)
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))
@@ -214,7 +209,6 @@ def train_cost(
 def devices(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
     """Dense peak TFLOP/s per dtype and memory bandwidth of known accelerators, with sources (MFU's denominator)."""
     from cnncost.bench.devices import records
-    from cnncost.output import check_format, emit
+    from cnncost.output import emit
 
-    check_format(fmt)
     emit({"Dense peaks (no sparsity), TFLOP/s; bandwidth GB/s": records()}, fmt, output)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, FormatOpt, OutputOpt, UnitOpt
+from cnncost.cli.options import BatchOpt, FormatOpt, OutputOpt, UnitOpt, unit_of
 
 
 @app.command()
@@ -27,10 +27,8 @@ def bottleneck(
 ) -> None:
     """A direct k x k conv against a 1x1 reduction then the k x k conv (Inception's trick)."""
     from cnncost.bottleneck import bottleneck_tables, compare_bottleneck
-    from cnncost.output import check_format, emit
-    from cnncost.units import unit as to_unit
+    from cnncost.output import emit
 
-    check_format(fmt)
     result = compare_bottleneck(in_channels, out_channels, size, kernel, reduce, stride, groups, batch, bias,
-                                to_unit(unit), padding)
+                                unit_of(unit), padding)
     emit(bottleneck_tables(result), fmt, output, data=result)

@@ -1,8 +1,10 @@
-"""Options shared by every command, declared once; each is checked and normalised as it is parsed, so a bad
-value is refused before any work starts."""
+"""What command modules share: options declared once (each checked and normalised as it is parsed, so a bad
+value is refused before any work starts), the model a command names with its options, the unit, layer views
+and notes on stderr."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import sys
+from typing import Annotated, List, Optional
 
 import typer
 from typer._click.core import ParameterSource
@@ -30,6 +32,12 @@ def lower(value: Optional[str]) -> Optional[str]:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def unit_checked(value: str) -> str:
+    """--unit in any case: macs or flops, refused before any work otherwise."""
+    from cnncost.units import unit
+    return unit(lower(value)).name
+
+
 def quiet_flag(value: bool) -> bool:
     """--quiet: remember it for the progress bars of this run."""
     from cnncost import progress
@@ -38,7 +46,7 @@ def quiet_flag(value: bool) -> bool:
 
 
 UnitOpt = Annotated[str, typer.Option("--unit", help="macs (multiply-accumulates) or flops (2 x MACs).",
-                                      callback=lower)]
+                                      callback=unit_checked)]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", callback=format_checked,
                                         help="table, json, csv or md (any case; default: from the --output "
                                              "file's extension .json/.csv/.md, else table).")]
@@ -50,3 +58,81 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Element type for bytes m
                                        callback=lower)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", callback=quiet_flag,
                                         help="No progress bar (it is shown on stderr, only on a terminal).")]
+AuxOpt = Annotated[Optional[bool], typer.Option("--aux/--no-aux", help="Build a torchvision model's auxiliary heads "
+                                                "(GoogLeNet, Inception-v3, FCN, DeepLabV3) or not; default: as "
+                                                "torchvision's metadata counts them.")]
+ArgOpt = Annotated[Optional[List[str]], typer.Option("--arg", help="KEY=VALUE passed to a FILE.py:FACTORY model; "
+                                                     "repeat for several. VALUE is a Python literal (16, 0.5, "
+                                                     "(3, 5), 'text'; true/false/none in any case); a bare word "
+                                                     "such as relu is a string; anything else is an error.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if the model runs an op cnncost has no formula for.")]
+ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="Input channels of a FILE.py:FACTORY model "
+                                                    "(default 3).")]
+InputOpt = Annotated[Optional[List[str]], typer.Option("--input", "-i", help="An input tensor as SHAPE[:DTYPE], e.g. "
+                                                       "1x3x224x224 or 1x10:int64 (integers are zeros); repeat for "
+                                                       "several inputs. Replaces --size/--batch/--channels.")]
+TARGET_HELP = ("A registered model or alias (resnet50, resnext50), any torchvision model (classification, "
+               "segmentation, detection, video, optical flow, quantized), timm:NAME (pip install 'cnncost[timm]'), "
+               "or a user model as path/to/file.py:factory or package.module:factory.")
+
+
+def notice(lines: list[str]) -> None:
+    """Notes for the reader on stderr (stdout stays machine-readable)."""
+    for line in lines:
+        print(f"cnncost: note: {line}", file=sys.stderr)
+
+
+def unit_of(name: str):
+    """The unit a --unit names (macs or flops)."""
+    from cnncost.units import unit
+    return unit(name)
+
+
+def named_model(ctx: typer.Context, model: str, aux: bool | None, arg: list[str] | None, channels: int | None,
+                inputs: list[str] | None):
+    """The model a command names, its model options checked once: --input not beside --size, --batch or
+    --channels, --input shapes and --arg values parsed, --aux / --no-aux only for a model with auxiliary heads."""
+    from cnncost.trace.models import check_aux, load
+    from cnncost.trace.sources import parse_input
+    from cnncost.trace.userfile import parse_kwargs
+    check_input_clash(ctx, inputs)
+    shapes = [parse_input(text) for text in inputs or []]
+    source = load(model, aux, parse_kwargs(arg), channels, shapes=shapes)
+    if given(ctx, "aux"):
+        check_aux(source, aux)
+    return source
+
+
+def check_input_clash(ctx: typer.Context, inputs: list[str] | None, options=("size", "batch", "channels")) -> None:
+    """--input gives the whole input: refuse it beside any of --size, --batch, --channels the user gave."""
+    clash = [f"--{name}" for name in options if inputs and name in ctx.params and given(ctx, name)]
+    if clash:
+        from cnncost.errors import CnnCostError
+        raise CnnCostError(f"--input gives the whole input shape; it cannot be combined with {', '.join(clash)}")
+
+
+def layer_view(table, totals: dict, by: str, fmt: str, unit: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """A per-layer (or grouped) table in a unit: rows for JSON, the totals row, and the rows to show."""
+    from cnncost.output import in_unit
+    u = unit_of(unit)
+    rows = in_unit(table.to_dict("records"), u)
+    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else blank(rows, fmt)
+    return rows, in_unit([totals], u), shown
+
+
+def blank(rows: list[dict], fmt: str) -> list[dict]:
+    """Unknown values (None) shown as empty cells in tables meant to be read; JSON keeps null."""
+    if fmt == "json":
+        return rows
+    return [{k: "" if v is None else v for k, v in r.items()} for r in rows]
+
+
+def compact(rows: list[dict], unit) -> list[dict]:
+    """Per-layer rows narrowed for reading: kernel/stride/groups as one 'window', bytes read + written as one."""
+    def window(r: dict) -> str:
+        stride = r["stride"].split("x")[0] if r["stride"] else "1"
+        return r["kernel"] + (f"/{stride}" if stride != "1" else "") + (f" g{r['groups']}" if r["groups"] != 1 else "")
+    return [{"name": r["name"], "kind": r["kind"], "in_shape": r["in_shape"], "out_shape": r["out_shape"],
+             "window": window(r), "params": r["params"], unit.name: r[unit.name], "activations": r["activations"],
+             "bytes": r["bytes_read"] + r["bytes_written"], "flop_per_byte": r["intensity_flop_per_byte"]}
+            for r in rows]

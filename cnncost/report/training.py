@@ -80,7 +80,7 @@ def densenet_source(memory_efficient: bool):
     """torchvision's DenseNet-121, plain or with memory_efficient=True (checkpointed bottlenecks)."""
     import torchvision
 
-    from cnncost.trace.models import ModelSource
+    from cnncost.trace.sources import ModelSource
     suffix = "_memory_efficient" if memory_efficient else ""
     return ModelSource(f"densenet121{suffix}", partial(torchvision.models.densenet121,
                                                        memory_efficient=memory_efficient))
@@ -108,8 +108,7 @@ def conv_flops(source, batch: int = 1) -> int:
     check that checkpointing repeats no conv."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cnncost.trace.step import make_optimizer, training_step
-    from cnncost.trace.train import targets_for
+    from cnncost.trace.step import make_optimizer, targets_for, training_step
     model = source.build("meta")
     with FlopCounterMode(display=False) as counter:
         training_step(model, (source.input(batch, 224),), targets_for(batch), make_optimizer(model))
@@ -119,12 +118,13 @@ def conv_flops(source, batch: int = 1) -> int:
 def densenet_numbers(batch: int = LESSON_BATCH) -> dict:
     """DenseNet-121 plain and checkpointed: memory of a step at a batch, traced MACs per image, torch's FLOPs."""
     from cnncost.trace.memory import predict_memory
-    from cnncost.trace.train import targets_for, train
+    from cnncost.trace.step import targets_for
+    from cnncost.trace.train import train_source
     reports, macs, flops = {}, {}, {}
     for efficient in (False, True):
         source = densenet_source(efficient)
         reports[efficient] = predict_memory(source.build("meta"), source.input(batch, 224), targets_for(batch))
-        macs[efficient] = train(source, batch=1, size=224)
+        macs[efficient] = train_source(source, batch=1, size=224)
         flops[efficient] = conv_flops(source)
     saved = dict(zip(reports[False].per_module.name, reports[False].per_module.saved_bytes))
     t = macs[False].table

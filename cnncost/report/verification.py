@@ -8,7 +8,7 @@ from cnncost.report.markdown import table
 from cnncost.report.overview import LECTURE
 from cnncost.units import UNITS
 
-# Beyond the lecture's 2-d CNNs, the kinds of issue 10, each tool's rules read from its source: attention, layer
+# Beyond the lecture's 2-d CNNs, each tool's rules read from its source: attention, layer
 # norm and GELU (ViT), bilinear upsampling and hardswish (LR-ASPP segmentation), 3-d convolution, batch norm and
 # pooling (R3D video). Cheap enough to verify with every tool.
 BEYOND = ("vit_b_16", "lraspp_mobilenet_v3_large", "r3d_18")
@@ -17,9 +17,9 @@ MODELS = (*LECTURE, "googlenet_paper", "resnet50_v1", *BEYOND)
 
 @lru_cache(maxsize=None)
 def verified(name: str):
-    """verify() of a model at its own size and batch 1, once per process."""
-    from cnncost.verify import verify
-    return verify(name)
+    """verify_model() of a model at its own size and batch 1, once per process."""
+    from cnncost.verify import verify_model
+    return verify_model(name)
 
 
 def model_section(name: str) -> str:

@@ -1,7 +1,7 @@
 """AlexNet: torchvision's single-GPU variant and the original paper's table (Krizhevsky et al. 2012)."""
 from __future__ import annotations
 
-from cnncost.specs import register
+from cnncost.specs.registry import register
 from cnncost.specs.base import Builder, Spec
 
 PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs (Fig. 2, Sec. 3.5)"

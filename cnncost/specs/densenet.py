@@ -7,7 +7,7 @@ concatenation. The concatenations cost no arithmetic but a lot of memory traffic
 from __future__ import annotations
 
 from cnncost.formulas import Shape
-from cnncost.specs import register
+from cnncost.specs.registry import register
 from cnncost.specs.base import Builder, Spec
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks (Table 1; Table 3 single-crop top-1)"

@@ -7,7 +7,7 @@ torchvision differs from the paper in three visible ways, kept as builder argume
 from __future__ import annotations
 
 from cnncost.formulas import Shape
-from cnncost.specs import register
+from cnncost.specs.registry import register
 from cnncost.specs.base import Builder, Spec
 
 PAPER = "Szegedy et al. 2015, Going Deeper with Convolutions (Table 1)"

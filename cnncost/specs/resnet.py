@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from cnncost.formulas import Shape
-from cnncost.specs import register
+from cnncost.specs.registry import register
 from cnncost.specs.base import Builder, Spec
 from cnncost.specs.efficientnet import make_divisible
 

@@ -1,7 +1,7 @@
 """VGG-11/13/16/19 (configurations A, B, D, E of Simonyan and Zisserman 2015), with or without batch norm."""
 from __future__ import annotations
 
-from cnncost.specs import register
+from cnncost.specs.registry import register
 from cnncost.specs.alexnet import classifier
 from cnncost.specs.base import Builder, Spec
 

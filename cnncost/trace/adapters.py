@@ -17,7 +17,7 @@ import torch
 
 from cnncost.result import COLUMNS, INT_COLUMNS, Result, frame
 from cnncost.trace.kinds import category, root_name, stage_of, tool_kind
-from cnncost.trace.models import Inputs, ModelSource, one_line
+from cnncost.trace.sources import Inputs, ModelSource, one_line
 
 TOOLS = ("fvcore", "ptflops", "ptflops-aten", "torch")
 DEVICE = {"fvcore": "cpu", "ptflops": "cpu", "ptflops-aten": "meta", "torch": "meta"}
@@ -212,7 +212,8 @@ def run_tools(source: ModelSource, tools: tuple[str, ...] = TOOLS, batch: int = 
 
     def run(tool: str, device: str) -> Result:
         if device not in built:
-            built[device] = (source.build(device), source.inputs(batch, size, device))
+            model, example = source.instantiate(device)
+            built[device] = (model, source.inputs(batch, size, device, example))
         model, x = built[device]
         result = ADAPTERS[tool](model, x, source.name)
         result.device = device

@@ -1,26 +1,14 @@
-"""Layer kinds and categories shared by our tracer and the adapters (no torch import)."""
+"""How other tools name ops and modules, mapped to our layer kinds, and how rows are named (no torch import).
+
+A kind's category is the one its formula's registration states (`formulas.category_of`); nothing here repeats it.
+"""
 from __future__ import annotations
 
-from cnncost.formulas import ACTIVATIONS, BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, UNARY
+from cnncost.formulas import ACTIVATIONS, RESAMPLING, category_of
 
-CATEGORY = {"conv2d": "conv", "linear": "linear", "batchnorm2d": "norm", "group_norm": "norm",
-            "layer_norm": "norm", "instance_norm": "norm", "maxpool2d": "pool", "avgpool2d": "pool",
-            "adaptive_avgpool2d": "pool", "add": "elementwise", "mul": "elementwise",
-            **{a: "activation" for a in ACTIVATIONS},
-            # convolution of every rank, normalization, pooling and resampling (interpolation shares pool's category)
-            **{f"conv{t}{r}d": "conv" for t in ("", "_transpose") for r in (1, 2, 3)},
-            **{f"{k}{r}d": c for k, c in (("batchnorm", "norm"), ("maxpool", "pool"), ("avgpool", "pool"),
-                                          ("adaptive_avgpool", "pool"), ("adaptive_maxpool", "pool"))
-               for r in (1, 2, 3)},
-            "lrn": "norm", "grid_sample": "pool", "roi_align": "pool",
-            **{f"upsample_{m}": "pool" for m in ("nearest", "nearest_exact", "linear", "bilinear", "bicubic",
-                                                 "trilinear")}}
+category = category_of
 
-# activations, elementwise ops, reductions and attention's products (ops_math); sort, topk, data movement: other
-CATEGORY.update({**{k: "activation" for k in (*POINTWISE_ACTIVATIONS, "prelu", "softmax", "log_softmax")},
-                 **{k: "elementwise" for k in (*UNARY, *BINARY, *REDUCTIONS, "addcmul", "addcdiv", "lerp", "where",
-                                               "var", "std", "var_mean", "std_mean", "vector_norm")},
-                 "attention": "linear"})
+RANKS = (1, 2, 3)
 
 # How other tools name an op (fvcore's op names, ptflops's patched functions, aten packets) -> our kind.
 TOOL_OPS = {"conv": "conv2d", "convolution": "conv2d", "_convolution": "conv2d", "conv2d": "conv2d",
@@ -29,18 +17,27 @@ TOOL_OPS = {"conv": "conv2d", "convolution": "conv2d", "_convolution": "conv2d",
             "layer_norm": "layer_norm", "instance_norm": "instance_norm", "max_pool2d": "maxpool2d",
             "avg_pool2d": "avgpool2d", "adaptive_avg_pool2d": "adaptive_avgpool2d", "add": "add", "mul": "mul",
             **{a: a for a in ACTIVATIONS},
-            "conv1d": "conv1d", "conv3d": "conv3d", **{f"conv_transpose{r}d": f"conv_transpose{r}d" for r in (1, 2, 3)},
+            "conv1d": "conv1d", "conv3d": "conv3d", **{f"conv_transpose{r}d": f"conv_transpose{r}d" for r in RANKS},
             "local_response_norm": "lrn", "native_layer_norm": "layer_norm", "native_group_norm": "group_norm",
             **{f"{op}{r}d": f"{kind}{r}d" for op, kind in (("max_pool", "maxpool"), ("avg_pool", "avgpool"),
                                                           ("adaptive_avg_pool", "adaptive_avgpool"),
                                                           ("adaptive_max_pool", "adaptive_maxpool"),
                                                           ("_adaptive_avg_pool", "adaptive_avgpool"))
-               for r in (1, 2, 3)},
-            **{f"max_pool{r}d_with_indices": f"maxpool{r}d" for r in (1, 2, 3)},
-            "upsample_nearest2d": "upsample_nearest", "upsample_bilinear2d": "upsample_bilinear",
-            "upsample_bicubic2d": "upsample_bicubic", "upsample_trilinear3d": "upsample_trilinear",
-            "grid_sampler": "grid_sample"}
-# ptflops hooks modules by class: class name -> our kind.
+               for r in RANKS},
+            **{f"max_pool{r}d_with_indices": f"maxpool{r}d" for r in RANKS},
+            **{op: r.kind for r in RESAMPLING.values() for op in r.ops()},
+            "grid_sampler": "grid_sample",
+            # nn.Upsample / F.interpolate, as ptflops and thop hook them: any interpolation mode
+            "interpolate": "upsample", "upsample": "upsample", "addbmm": "linear", "_scaled_mm": "linear",
+            "scaled_dot_product_attention": "attention", "_flash_attention_forward": "attention",
+            "_efficient_attention_forward": "attention",
+            **{f"_scaled_dot_product_{k}_attention": "attention" for k in ("efficient", "flash", "cudnn")},
+            # aten names of kinds that differ from the kind
+            "_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax",
+            "_prelu_kernel": "prelu", "true_divide": "div", "norm": "vector_norm",
+            "linalg_vector_norm": "vector_norm", "_scaled_dot_product_flash_attention_for_cpu": "attention"}
+
+# ptflops and thop hook modules by class: class name -> our kind.
 MODULE_KINDS = {"Conv2d": "conv2d", "Linear": "linear", "BatchNorm2d": "batchnorm2d", "ReLU": "relu",
                 "ReLU6": "relu6", "GELU": "gelu", "MaxPool2d": "maxpool2d", "AvgPool2d": "avgpool2d",
                 "AdaptiveAvgPool2d": "adaptive_avgpool2d", "GroupNorm": "group_norm", "LayerNorm": "layer_norm",
@@ -52,26 +49,10 @@ MODULE_KINDS = {"Conv2d": "conv2d", "Linear": "linear", "BatchNorm2d": "batchnor
                 "AdaptiveMaxPool2d": "adaptive_maxpool2d", "AdaptiveMaxPool3d": "adaptive_maxpool3d",
                 # 1-d pools run as their 2-d aten op on an N x C x 1 x L view: the traced row has the 2-d kind
                 "MaxPool1d": "maxpool2d", "AvgPool1d": "avgpool2d", "AdaptiveAvgPool1d": "adaptive_avgpool2d",
-                "AdaptiveMaxPool1d": "adaptive_maxpool2d"}
-# verify's rules: more names other tools give ops, and the activation/upsample modules ptflops and thop hook;
-# "upsample" (nn.Upsample) stands for every upsample_<mode> kind.
-TOOL_OPS.update({"interpolate": "upsample", "upsample": "upsample", "addbmm": "linear", "_scaled_mm": "linear",
-                 "scaled_dot_product_attention": "attention", "_flash_attention_forward": "attention",
-                 "_efficient_attention_forward": "attention",
-                 **{f"_scaled_dot_product_{k}_attention": "attention" for k in ("efficient", "flash", "cudnn")}})
-# aten names of ops_math kinds that differ from the kind
-TOOL_OPS.update({"_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax",
-                 "_prelu_kernel": "prelu", "true_divide": "div", "norm": "vector_norm",
-                 "linalg_vector_norm": "vector_norm", "_scaled_dot_product_flash_attention_for_cpu": "attention"})
-MODULE_KINDS.update({"PReLU": "prelu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax",
-                     "Upsample": "upsample", "UpsamplingBilinear2d": "upsample_bilinear",
-                     "UpsamplingNearest2d": "upsample_nearest", "MultiheadAttention": "attention"})
-CATEGORY.setdefault("upsample", "pool")
-
-
-def category(kind: str) -> str:
-    """The op category of a layer kind (conv, linear, norm, activation, pool, elementwise, other)."""
-    return CATEGORY.get(kind, "other")
+                "AdaptiveMaxPool1d": "adaptive_maxpool2d",
+                "PReLU": "prelu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax",
+                "Upsample": "upsample", "UpsamplingBilinear2d": "upsample_bilinear",
+                "UpsamplingNearest2d": "upsample_nearest", "MultiheadAttention": "attention"}
 
 
 def tool_kind(op: str) -> str:

@@ -351,14 +351,14 @@ class BatchPeaks:
         check_args(optimizer, dtype, allocator)
         self.source = load(source) if isinstance(source, str) else source
         self.size, self.dtype, self.block, self.progress = size, dtype, ALLOCATORS[allocator], progress
-        self.model = self.source.build("meta")
+        self.model, self.example = self.source.instantiate("meta")
         self.optimizer = ready_optimizer(self.model, optimizer)
         self.reports: dict[int, MemoryReport] = {}
 
     def report(self, batch: int) -> MemoryReport:
         """The MemoryReport of a step at this batch."""
         if batch not in self.reports:
-            x = self.source.batched_inputs(batch, self.size, "meta")
+            x = self.source.batched_inputs(batch, self.size, "meta", self.example)
             targets = targets_for(batch)
             self.reports[batch] = traced_step(self.model, self.optimizer, x, targets, self.dtype, self.block)
         return self.reports[batch]

@@ -222,7 +222,7 @@ def as_inputs(inputs, input_grad: bool | None = None):
     a dict: keyword arguments), floating tensors needing a gradient (input_grad) or not (None: left as they are)."""
     from torch.utils._pytree import tree_map
 
-    from cnncost.trace.models import Inputs
+    from cnncost.trace.sources import Inputs
     inputs = Inputs(tuple(inputs)) if isinstance(inputs, list) else Inputs.of(inputs)
     if input_grad is None:
         return inputs

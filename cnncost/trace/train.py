@@ -1,7 +1,7 @@
 """The training step traced: forward, loss, backward and optimizer multiply-adds per module, on the meta device.
 
 The step is ``cnncost.trace.step.training_step`` (the same ops the memory tracker sees). Every aten op is costed
-by the formulas, as in ``counter.Tracer``, and attributed:
+by the formulas, as the forward counter does, and attributed:
 
 - forward ops to the innermost module call, as ``trace`` does; loss ops (after the model's forward) to ``(loss)``;
 - backward ops to the module whose forward created the autograd node that runs them. Each module call records
@@ -27,13 +27,22 @@ import pandas as pd
 import torch
 from torch.utils._pytree import tree_leaves
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from cnncost.errors import CnnCostError
 from cnncost.formulas import CORE, Cost
-from cnncost.trace.counter import COMPOSITES, Tracer, with_cpu_fallback
+from cnncost.trace.costing import Costs, layer_seen, op_label, run_op, tracking
+from cnncost.trace.counter import COMPOSITES
+from cnncost.trace.fallback import with_cpu_fallback
+from cnncost.trace.fastpath import backward_output
+from cnncost.trace.functions import FunctionMode
 from cnncost.trace.kinds import root_name
-from cnncost.trace.ops import first_tensor, layer_of, op_name, shape
-from cnncost.trace.step import (AUTOCAST, OPTIMIZERS, as_inputs, prime, ready_optimizer, targets_for,  # noqa: F401
-                                training_step)
+from cnncost.trace.ledger import ParamLedger
+from cnncost.trace.modstack import Call, ModuleStack
+from cnncost.trace.ops import layer_of
+from cnncost.trace.ops.common import first_tensor, shape
+from cnncost.trace.step import AUTOCAST, OPTIMIZERS, as_inputs, ready_optimizer, targets_for, training_step
+from cnncost.trace.table import fmt_ops
 
 SOURCE = "cnncost train"
 LOSS = "(loss)"
@@ -45,26 +54,21 @@ COLUMNS = ("name", "module", "kind", "category", "params", *MACS, "train_macs", 
 # Ops that only mark or allocate (the optimizer's profiler markers, autograd's gradient buffers).
 MARKERS = frozenset({"_record_function_enter_new", "_record_function_exit", "_record_function_enter",
                      "new_empty_strided"})
-UPDATES = frozenset("add sub mul div lerp addcmul addcdiv sqrt".split())
-# Backward ops whose output is shaped like their first argument (dY), kernels that run in Python on meta.
-GRADIENTS_LIKE = frozenset("""threshold_backward silu_backward sigmoid_backward tanh_backward hardswish_backward
-hardsigmoid_backward gelu_backward hardtanh_backward elu_backward leaky_relu_backward mish_backward""".split())
 PART_COLUMN = {"grad_input": "grad_input_macs", "grad_weight": "grad_weight_macs", "grad_bias": "grad_bias_adds"}
 
 
-class TrainTracer(Tracer):
-    """Counter.Tracer for a whole training step: forward, loss, backward and optimizer ops, per owning module."""
+class TrainCounter(TorchDispatchMode):
+    """Books every op of a training step (forward, loss, backward, optimizer) in its owning module's row; composes
+    the module call stack, the parameter ledger and the costs, as the forward counter does."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-        super().__init__(model)
+        super().__init__()
         self.optimizer = optimizer
+        self.modules = ModuleStack(model, on_enter=self.entered, on_leave=self.left)
+        self.ledger = ParamLedger(model)
+        self.costs = Costs()
+        self.functions = FunctionMode(self.book)
         self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
-        self.param_shapes: dict[str, list[tuple[str, tuple]]] = {}  # module -> (parameter's own name, shape)
-        self.param_owner: dict[int, str] = {}
-        for pname, p in model.named_parameters(remove_duplicate=False):  # a tied weight in every owner
-            owner, _, leaf = pname.rpartition(".")
-            self.param_owner.setdefault(id(p), owner)
-            self.param_shapes.setdefault(owner, []).append((leaf, tuple(p.shape)))
         self.spans: list[tuple[int, int, str]] = []  # (first, end) autograd sequence numbers per module call
         self.open: list[int] = []
         self.node_owner: dict[int, str] | None = None
@@ -74,25 +78,23 @@ class TrainTracer(Tracer):
         self.acc: dict[tuple[str, str], dict] = {}  # (module, '' or a foreign category) -> row
         self.core_modules: set[str] = set()
         self.by_category: dict[tuple[str, str], int] = {}
-        self.costs: dict[tuple, Cost | None] = {}
+
+    def active(self):
+        """A context in which the module stack, the function mode, the optimizer's step hook and this dispatch
+        mode all track."""
+        return tracking(self, self.modules, self.functions, OptimizerHook(self.optimizer, self.start_optimizer))
 
     # -- where an op belongs ------------------------------------------------------------------------------
 
-    def enter(self, name: str, module: torch.nn.Module):
-        """Forward pre-hook: push the call and remember the first autograd sequence number it may create."""
-        push = super().enter(name, module)
+    def entered(self, call: Call) -> None:
+        """A module call began: remember the first autograd sequence number it may create."""
+        if self.phase == "idle":
+            self.phase = "forward"
+        self.open.append(len(self.spans))
+        self.spans.append((torch._C._autograd._get_sequence_nr(), -1, call.path))
 
-        def hook(*_):
-            push()
-            if self.phase == "idle":
-                self.phase = "forward"
-            self.open.append(len(self.spans))
-            self.spans.append((torch._C._autograd._get_sequence_nr(), -1, name))
-        return hook
-
-    def leave(self, *_) -> None:
-        """Forward hook: pop the call and close its range of sequence numbers."""
-        super().leave()
+    def left(self, call: Call) -> None:
+        """A module call ended: close its range of sequence numbers."""
         index = self.open.pop()
         first, _, name = self.spans[index]
         self.spans[index] = (first, torch._C._autograd._get_sequence_nr(), name)
@@ -112,7 +114,7 @@ class TrainTracer(Tracer):
             return LOSS
         variable = getattr(node, "variable", None)  # AccumulateGrad: the parameter's own module
         if isinstance(variable, torch.Tensor):
-            return self.param_owner.get(id(variable), "")
+            return self.ledger.module_of.get(id(variable), "")
         return self.node_owner.get(node._sequence_nr(), LOSS)
 
     def start_optimizer(self, *_) -> None:
@@ -120,7 +122,7 @@ class TrainTracer(Tracer):
         self.phase = "optimizer"
         for group in self.optimizer.param_groups:
             for p in group["params"]:
-                owner = self.param_owner.get(id(p), "")
+                owner = self.ledger.module_of.get(id(p), "")
                 tensors = [p, p.grad, *self.optimizer.state.get(p, {}).values()]
                 for t in tensors:
                     if isinstance(t, torch.Tensor):
@@ -138,45 +140,36 @@ class TrainTracer(Tracer):
 
     # -- booking ---------------------------------------------------------------------------------------------
 
-    def cost(self, layer) -> Cost | None:
-        """The formula's cost of a layer, remembered per (kind, shape, hyper-parameters): a training step repeats
-        the same layers (and every parameter's update) many times."""
-        try:
-            key = (layer[0], layer[1], tuple(sorted(layer[2].items()))) if layer else None
-            hash(key)
-        except TypeError:  # a list among the hyper-parameters (concat's shapes)
-            return super().cost(layer)
-        if key not in self.costs:
-            self.costs[key] = super().cost(layer)
-        return self.costs[key]
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func._overloadpacket.__name__ in MARKERS:
             return func(*args, **(kwargs or {}))
-        out = fast_output(func, args, kwargs, self.phase == "optimizer")
-        if out is None:
-            return super().__torch_dispatch__(func, types, args, kwargs)
-        self.book(layer_of(func, args, kwargs, out), args, out, func)
+        out = backward_output(func, args, kwargs, self.phase == "optimizer")
+        fast = out is not None
+        if not fast:
+            out = run_op(func, args, kwargs)
+            if self.functions.muted:
+                return out
+        layer, booked = (layer_of(func, args, kwargs, out), True) if fast else \
+            layer_seen(func, args, kwargs, out, self.ledger)
+        if booked:
+            self.book(layer, args, out, func)
         return out
 
     def book(self, layer, args: tuple, out, func) -> None:
         """Add one op's cost to its module's row, in the column of its phase (and its parts' columns)."""
-        c = self.cost(layer)
-        op = str(getattr(func, "_overloadpacket", f"F.{getattr(func, '__name__', func)}"))
-        if c is None:
-            self.unsupported[op] = self.unsupported.get(op, 0) + 1
-            c = Cost(op, "other", shape(first_tensor(args)), shape(first_tensor(out)))
+        c = self.costs.of_op(layer, op_label(func), args, out)
         node = torch._C._current_autograd_node()
         if node is not None or torch._C._current_graph_task_id() != -1:
             name = self.owner_of_node(node)
             if torch.is_grad_enabled():  # checkpointing re-runs a forward in backward, recording its graph
-                self.add(self.stack[-1][1] if len(self.stack) > 1 else name, "recompute_macs", c, forward=True)
+                self.add(self.modules.current.path if self.modules.inside() else name, "recompute_macs", c,
+                         forward=True)
             else:
                 self.add_backward(name, c, args, out)
         elif self.phase == "optimizer":
             self.add(self.optimizer_owner(args, out), "optimizer_macs", c)
         else:
-            name = self.stack[-1][1] if self.phase == "forward" else LOSS
+            name = self.modules.current.path if self.phase == "forward" else LOSS
             for part in [p for _, p in c.parts] if c.kind in COMPOSITES else [c]:  # attention: products = linear
                 self.add(name, "forward_macs", part, forward=True)
 
@@ -195,9 +188,9 @@ class TrainTracer(Tracer):
         grad_bias_adds when that parameter is a bias (the sum of dY), else grad_input_macs. Where a weight and a
         bias have that shape, a matrix product makes the weight's gradient and any other reduction the bias's."""
         produced = shape(first_tensor(out))
-        reads_param = any(self.key(t) is not None for t in tree_leaves(args) if isinstance(t, torch.Tensor))
+        reads_param = self.ledger.reads_any(args)
         squeezed = tuple(s for s in produced if s != 1)
-        matches = {"bias" in leaf for leaf, s in self.param_shapes.get(name, [])
+        matches = {"bias" in leaf for leaf, s in self.ledger.shapes.get(name, [])
                    if produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1)}
         if reads_param or not matches:
             return "grad_input_macs"
@@ -236,20 +229,17 @@ class TrainTracer(Tracer):
         self.by_category[key] = self.by_category.get(key, 0) + amount
 
 
-def fast_output(func, args: tuple, kwargs: dict | None, optimizing: bool):
-    """On meta, the output of an activation's backward or of an optimizer's elementwise update whose tensors all
-    have the first one's shape and dtype (in place: that tensor; else a new one like it), without the Python
-    kernels these ops run on meta (decompositions; `alpha` and `value` send add and friends to the references);
-    None for any other op."""
-    x = args[0] if args else None
-    name = op_name(func)
-    if not isinstance(x, torch.Tensor) or not x.is_meta or name not in (UPDATES if optimizing else GRADIENTS_LIKE):
-        return None
-    others = [t for t in (*args[1:], *(kwargs or {}).values()) if isinstance(t, torch.Tensor)]
-    if any(t.shape != x.shape or t.dtype != x.dtype for t in others):
-        return None
-    in_place = func._overloadpacket.__name__.endswith("_")
-    return x if in_place else x.new_empty(x.shape) if x.is_contiguous() else None  # see counter.empty_like
+class OptimizerHook:
+    """An optimizer step pre-hook, registered while the context is entered."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, hook):
+        self.optimizer, self.hook, self.handle = optimizer, hook, None
+
+    def __enter__(self):
+        self.handle = self.optimizer.register_step_pre_hook(self.hook)
+
+    def __exit__(self, *exc):
+        self.handle.remove()
 
 
 @dataclass
@@ -282,7 +272,7 @@ def main_kind(row: dict) -> tuple[str, str]:
     return max(kinds, key=lambda k: kinds[k]) if kinds else ("", "other")
 
 
-def result_table(tracer: TrainTracer, model: torch.nn.Module) -> pd.DataFrame:
+def result_table(tracer: TrainCounter, model: torch.nn.Module) -> pd.DataFrame:
     """One row per module that ran an op (the loss last), parameters per module, integers exact."""
     params: dict[str, int] = {}
     for pname, p in model.named_parameters():
@@ -302,7 +292,7 @@ def result_table(tracer: TrainTracer, model: torch.nn.Module) -> pd.DataFrame:
                          for c in COLUMNS})
 
 
-def category_table(tracer: TrainTracer) -> pd.DataFrame:
+def category_table(tracer: TrainCounter) -> pd.DataFrame:
     """MACs (bias adds for grad_bias_adds) per category and column; every category a row, zeros included."""
     from cnncost.formulas import CATEGORIES
     columns = [*MACS, "grad_bias_adds"]
@@ -325,23 +315,14 @@ def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimi
     check_args(optimizer, dtype)
     inputs = as_inputs(inputs, input_grad)
     opt = ready_optimizer(model, optimizer)
-    tracer = TrainTracer(model, opt)
-    handles = [opt.register_step_pre_hook(tracer.start_optimizer)]
-    for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(tracer.enter(path, module)))
-        handles.append(module.register_forward_hook(tracer.leave, always_call=True))
-    try:
-        with tracer:
-            training_step(model, inputs, targets, opt, dtype, device)
-    finally:
-        for handle in handles:
-            handle.remove()
+    counter = TrainCounter(model, opt)
+    with counter.active():
+        training_step(model, inputs, targets, opt, dtype, device)
     shape_ = inputs.shapes()[0] if inputs.tensors() else ()
-    result = TrainResult(name, shape_, optimizer, dtype, input_grad, result_table(tracer, model),
-                         category_table(tracer), dict(tracer.unsupported))
-    if tracer.unsupported:
-        ops = ", ".join(f"{op} x{n}" for op, n in tracer.unsupported.items())
-        result.notes.append(f"ops with no formula, counted as 0: {ops}")
+    result = TrainResult(name, shape_, optimizer, dtype, input_grad, result_table(counter, model),
+                         category_table(counter), dict(counter.costs.unsupported))
+    if counter.costs.unsupported:
+        result.notes.append(f"ops with no formula, counted as 0: {fmt_ops(counter.costs.unsupported)}")
     return result
 
 
@@ -359,8 +340,8 @@ def batch_of(inputs, batch: int) -> int:
     return shapes[0][0] if shapes and shapes[0] else batch
 
 
-def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd", dtype: str = "fp32",
-          input_grad: bool = False, device: str = "meta") -> TrainResult:
+def train_source(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd", dtype: str = "fp32",
+                 input_grad: bool = False, device: str = "meta") -> TrainResult:
     """Trace a model source's training step on the meta device at an input size and batch; if it fails there (a
     tensor made on the CPU inside forward, an op with no meta kernel), on the CPU instead, with a notice."""
     check_args(optimizer, dtype)
@@ -368,7 +349,8 @@ def train(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd
         raise CnnCostError(f"{source.name}: cannot trace a training step: {UNTRAINABLE[source.layout]}")
 
     def run(where: str) -> TrainResult:
-        model, x = source.build(where), source.inputs(batch, size, where)
+        model, example = source.instantiate(where)
+        x = source.inputs(batch, size, where, example)
         return trace_training(model, x, targets_for(batch_of(x, batch), where), optimizer, dtype, input_grad,
                               source.name, where)
     return with_cpu_fallback(source, batch, size, device, run, "training step", "traced", single_value_hint)

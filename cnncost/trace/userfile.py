@@ -21,7 +21,7 @@ from types import ModuleType
 
 from cnncost.errors import CnnCostError
 from cnncost.output import reading
-from cnncost.trace.models import ModelSource, one_line
+from cnncost.trace.sources import ModelSource, one_line
 
 WORDS = {"true": True, "false": False, "none": None}
 # A value starting with one of these was meant as a Python literal: if it does not parse, it is an error.

@@ -6,37 +6,12 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt
+from cnncost.cli.options import (BatchOpt, DtypeOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt, blank, layer_view, notice,
+                                 unit_of)
 
 ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet50, resnext50 (see `cnncost list`).")]
 ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
 MultOpt = Annotated[Optional[float], typer.Option(help="Multiplier applied to the base (default 1).")]
-
-
-def layer_view(table, totals: dict, by: str, fmt: str, u) -> tuple[list[dict], list[dict], list[dict]]:
-    """A per-layer (or grouped) table in a unit: rows for JSON, the totals row, and the rows to show."""
-    from cnncost.output import in_unit
-    rows = in_unit(table.to_dict("records"), u)
-    shown = compact(rows, u) if by == "layer" and fmt in ("table", "md") else blank(rows, fmt)
-    return rows, in_unit([totals], u), shown
-
-
-def blank(rows: list[dict], fmt: str) -> list[dict]:
-    """Unknown values (None) shown as empty cells in tables meant to be read; JSON keeps null."""
-    if fmt == "json":
-        return rows
-    return [{k: "" if v is None else v for k, v in r.items()} for r in rows]
-
-
-def compact(rows: list[dict], unit) -> list[dict]:
-    """Per-layer rows narrowed for reading: kernel/stride/groups as one 'window', bytes read + written as one."""
-    def window(r: dict) -> str:
-        stride = r["stride"].split("x")[0] if r["stride"] else "1"
-        return r["kernel"] + (f"/{stride}" if stride != "1" else "") + (f" g{r['groups']}" if r["groups"] != 1 else "")
-    return [{"name": r["name"], "kind": r["kind"], "in_shape": r["in_shape"], "out_shape": r["out_shape"],
-             "window": window(r), "params": r["params"], unit.name: r[unit.name], "activations": r["activations"],
-             "bytes": r["bytes_read"] + r["bytes_written"], "flop_per_byte": r["intensity_flop_per_byte"]}
-            for r in rows]
 
 
 def readable(key: str, value) -> str:
@@ -68,14 +43,6 @@ def side_by_side(totals: list[dict]) -> list[dict]:
     return rows
 
 
-def prepare(fmt: str, unit: str):
-    """Check the format and return the unit (errors before any work)."""
-    from cnncost.output import check_format
-    from cnncost.units import unit as to_unit
-    check_format(fmt)
-    return to_unit(unit)
-
-
 def paper_in_unit(paper: dict, u) -> dict:
     """The paper's figures with counts as integers and *macs* renamed to the unit (the paper's "FLOPs" are MACs)."""
     from cnncost.output import in_unit
@@ -95,14 +62,14 @@ def list_models(
     """Registered models: aliases, family, input size, parameters and conv + linear MACs at that size."""
     from cnncost.catalog import catalog
     from cnncost.output import emit, in_unit
-    u = prepare(fmt, unit)
+    u = unit_of(unit)
     rows = in_unit(catalog(pattern, every), u)
     shown = blank(rows, fmt)
     emit({f"Models (core {u.label} = conv + linear, at each model's own input size)": shown}, fmt, output, data=rows)
 
 
-@app.command()
-def show(
+@app.command("show")
+def show_command(
     model: ModelArg,
     size: SizeOpt = None,
     batch: BatchOpt = 1,
@@ -116,17 +83,15 @@ def show(
     A model with no analytic spec (any torchvision model, FILE.py:FACTORY) is counted by tracing it."""
     from cnncost.catalog import counted, depth, registered
     from cnncost.output import emit
-    u = prepare(fmt, unit)
+    u = unit_of(unit)
     by = check_level(by)
     result = counted(model, size, batch, dtype)
-    rows, totals, shown = layer_view(result.by(by).drop(columns="flops"),
-                                     {"layers": len(result.table), "depth": depth(result.table), **result.totals()},
-                                     by, fmt, u)
+    rows, totals, shown = layer_view(result.by(by), {"layers": len(result.table), "depth": depth(result.table),
+                                                     **result.totals()}, by, fmt, unit)
     shape = "x".join(map(str, result.input_shape))
     entry = registered(model)
     paper = entry.paper if entry else {}
-    data = {"model": result.model, "source": result.source, "input_shape": list(result.input_shape),
-            "dtype": dtype, "unit": u.name, "by": by, "rows": rows, "totals": totals[0],
+    data = {**result.document(rows, totals[0], u.name, by, traced=False),
             "torchvision": entry.torchvision if entry else torchvision_name(result.model),
             "paper": paper_in_unit(paper, u)}
     how = "" if entry else ", traced (no analytic spec)"
@@ -134,7 +99,6 @@ def show(
               "Totals (the sum of the rows)": totals}
     if paper:
         tables["About"] = [{"source": paper.get("source", ""), "note": paper.get("note", "")}]
-    from cnncost.cli.trace import notice
     notice(result.notes)
     emit(tables, fmt, output, data=data)
 
@@ -154,8 +118,8 @@ def torchvision_name(model: str) -> str | None:
     return None if ":" in model else model
 
 
-@app.command()
-def compare(
+@app.command("compare")
+def compare_command(
     models: Annotated[List[str], typer.Argument(help="Two or more models; ratios are to the first.")],
     size: SizeOpt = None,
     batch: BatchOpt = 1,
@@ -168,7 +132,7 @@ def compare(
     """Models side by side: params, MACs, FLOPs, activations, depth, top-1, ratios; then stage by stage."""
     from cnncost.catalog import comparison
     from cnncost.output import emit
-    u = prepare(fmt, unit)
+    u = unit_of(unit)
     totals, per_stage = comparison(models, size, batch, dtype, u, metadata=not stages)
     human = fmt in ("table", "md")
     tables = {f"Per stage (core {u.label} = conv + linear; all = every category; ratio to {totals[0]['model']})":
@@ -178,8 +142,8 @@ def compare(
     emit(tables, fmt, output, data={"unit": u.name, **({} if stages else {"totals": totals}), "stages": per_stage})
 
 
-@app.command()
-def scale(
+@app.command("scale")
+def scale_command(
     base: Annotated[str, typer.Argument(help="Model to scale (EfficientNet or ResNet family).")] = "efficientnet_b0",
     phi: Annotated[Optional[List[float]], typer.Option("--phi", help="Compound coefficient; repeat for several "
                                                        "(default 0..7).")] = None,
@@ -195,7 +159,7 @@ def scale(
     """Compound scaling: predicted MACs (base x d x w^2 x r^2) against the exact count of the scaled spec."""
     from cnncost import scaling
     from cnncost.output import emit, in_unit
-    u = prepare(fmt, unit)
+    u = unit_of(unit)
     rows = in_unit(scaling.calculate(base, phi or None, depth, width, resolution, published), u)
     name = scaling.scalable_entry(base).name
     notes = [{"why exact differs from predicted": n} for n in scaling.NOTES]

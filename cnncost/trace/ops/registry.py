@@ -1,24 +1,30 @@
 """The aten-op registry: each op family registers a handler by decorator, as torch.utils.flop_counter does.
 
-A handler reads one aten op's (schema-complete, positional) arguments and its output and returns the layer it
-is, ``(kind, input shape, hyper-parameters)`` for :func:`cnncost.formulas.cost`, or None when these arguments
-have no formula. The arithmetic stays in ``formulas``; handlers only read shapes and hyper-parameters.
-Ops that compute nothing are registered too: ``FREE`` views (no row at all) and data movement (a row with bytes,
-no MACs). Anything else is "unsupported".
+A handler reads one aten op's (schema-complete, positional) arguments and its output and returns the `Layer` it
+is, for :func:`cnncost.formulas.cost`, or None when these arguments have no formula. The arithmetic stays in
+``formulas``; handlers only read shapes and hyper-parameters. Ops that compute nothing are registered too:
+``FREE`` views (no row at all) and data movement (a row with bytes, no MACs). Anything else is "unsupported".
 """
 from __future__ import annotations
 
 import inspect
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
-from torch.utils._pytree import tree_leaves
 
-Layer = tuple[str, tuple, dict]  # (kind, input shape, hyper-parameters) for formulas.cost
+from cnncost.registry import Registry
+
+
+class Layer(NamedTuple):
+    """What one op is, for formulas.cost: its layer kind, input shape and hyper-parameters."""
+
+    kind: str
+    in_shape: tuple
+    hyper: dict
+
+
 Handler = Callable[[tuple, Any], "Layer | None"]
-
-OPS: dict[str, Handler] = {}
 
 # Ops that do no arithmetic and move nothing worth a row. A view of a parameter stays that parameter.
 FREE = frozenset("""
@@ -33,34 +39,42 @@ clone _to_copy copy contiguous lift_fresh lift_fresh_copy dropout sym_size _loca
 _record_function_enter _record_function_enter_new _record_function_exit _cuda_version
 """.split())  # views; tensors made from nothing (constants, ranges, random, windows); copies; markers
 
+OPS: Registry[Handler] = Registry("aten op", taken=FREE.__contains__)
+# Free ops that are still a row in some forms (a view from N x ... to N x rest is a flatten): name -> handler.
+VIEWS: Registry[Handler] = Registry("view op")
+
 
 def handles(*names: str) -> Callable[[Handler], Handler]:
     """Register a handler for one or more aten ops (base names, in-place suffix dropped); twice is an error."""
-    def register(fn: Handler) -> Handler:
-        for name in names:
-            if name in OPS or name in FREE:
-                raise ValueError(f"aten op {name!r} is registered twice")
-            OPS[name] = fn
-        return fn
-    return register
+    return OPS.register(*names)
 
 
 # Torch functions costed as ONE layer whatever aten ops they run as (F.local_response_norm runs as mul, pad,
 # avg_pool3d, pow, div; F.instance_norm as batch norm on a view), so that their row is the same on every device:
 # function -> handler(bound arguments by name, output) -> Layer | None. The tracer books the layer and none of the
 # aten ops inside the call.
-FUNCTIONS: dict[Callable, Callable[[dict, Any], "Layer | None"]] = {}
+FUNCTIONS: Registry[Callable[[dict, Any], "Layer | None"]] = Registry("torch function")
 
 
 def handles_function(*funcs: Callable) -> Callable:
     """Register a handler for one or more torch functions (see FUNCTIONS); twice is an error."""
-    def register(fn):
-        for func in funcs:
-            if func in FUNCTIONS:
-                raise ValueError(f"function {func.__name__!r} is registered twice")
-            FUNCTIONS[func] = fn
-        return fn
-    return register
+    return FUNCTIONS.register(*funcs)
+
+
+def function_as_op(func: Callable, aten: str) -> None:
+    """Book a torch function as one layer read by an aten op's handler: the function's arguments are passed in
+    the op's schema order, by name (the schema's `self` is the function's `input`)."""
+    FUNCTIONS.add([func], by_schema(aten))
+
+
+def by_schema(aten: str) -> Callable[[dict, Any], "Layer | None"]:
+    """A function-level handler that calls the aten op's registered handler with the arguments by schema name."""
+    names = [a.name for a in getattr(torch.ops.aten, aten).default._schema.arguments]
+
+    def handler(bound: dict, out) -> Layer | None:
+        args = tuple(bound.get(name, bound.get("input") if name == "self" else None) for name in names)
+        return OPS[aten](args, out)
+    return handler
 
 
 # A builtin torch function has no Python signature (F.scaled_dot_product_attention): a stub's stands in.
@@ -108,26 +122,6 @@ def layer_of(func, args: tuple, kwargs: dict | None, out: Any) -> Layer | None:
     return handler(full_args(func, args, kwargs), out) if handler else None
 
 
-# -- shape helpers for handlers --------------------------------------------------------------------------------
-
-
-def shape(t: Any) -> tuple[int, ...]:
-    """A tensor's shape; a Python number or 0-d tensor as (1,)."""
-    return tuple(t.shape) or (1,) if isinstance(t, torch.Tensor) else (1,)
-
-
-def ints(value: Any) -> int | tuple[int, ...]:
-    """A kernel/stride/padding argument as an int or a tuple."""
-    value = [value] if isinstance(value, int) else list(value)
-    return value[0] if len(value) == 1 else tuple(value)
-
-
-def first_tensor(out: Any) -> torch.Tensor | None:
-    """The first tensor of an op's output (max_pool2d_with_indices and batch norm return tuples)."""
-    return next((t for t in tree_leaves(out) if isinstance(t, torch.Tensor)), None)
-
-
-def load_families() -> None:
-    """Import every module of op handlers, so that each registers its ops (one per op family)."""
-    from cnncost.trace import ops_math, ops_nn  # noqa: F401
-    from cnncost.trace import ops_backward  # noqa: F401  (backward ops of a training step)
+def forward_layer(op: str, args: tuple) -> Layer | None:
+    """The layer a forward aten op would be with these arguments (a backward op reads its forward's arguments)."""
+    return OPS[op](args, None)

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt, lower
-from cnncost.cli.trace import TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, InputOpt, notice
+from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, BatchOpt, ChannelsOpt, FormatOpt, InputOpt, OutputOpt,
+                                 SizeOpt, UnitOpt, lower, named_model, notice, unit_of)
 
 SHOWN = ("name", "kind", "params", "forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs",
          "optimizer_macs", "train_macs", "saved_bytes")
@@ -55,8 +55,9 @@ def category_rows(result) -> list[dict]:
     return [{"category": c, **{k: int(v) for k, v in row.items()}} for c, row in result.by_category.iterrows()]
 
 
-@app.command()
-def train(
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     batch: BatchOpt = 1,
     size: SizeOpt = None,
@@ -79,25 +80,17 @@ def train(
 ) -> None:
     """A training step (forward, cross-entropy, backward, optimizer) traced on the meta device: forward,
     grad-input, grad-weight and optimizer MACs per layer, the activations each saves, and the peak memory."""
-    from cnncost.cli.models import prepare
     from cnncost.errors import CnnCostError
     from cnncost.output import emit, in_unit
-    from cnncost.trace.models import load, parse_input
-    from cnncost.trace.train import SOURCE, check_args, train as trace_train
-    from cnncost.trace.userfile import parse_kwargs
+    from cnncost.trace.train import SOURCE, check_args, train_source
 
-    u = prepare(fmt, unit)
+    u = unit_of(unit)
     check_args(optimizer, dtype)
     if batch <= 0:
         raise CnnCostError(f"--batch must be positive, got {batch}")
-    if inputs and (size is not None or batch != 1 or channels != 3):
-        raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size, --batch or "
-                           "--channels (--fit still searches over its first dim)")
-    shapes = [parse_input(text) for text in inputs or []]
     target = memory_target(fit) if fit is not None else None
-    source = load(model, aux, parse_kwargs(arg), channels)
-    source.shapes = shapes or source.shapes
-    result = trace_train(source, batch, size, optimizer, dtype, input_grad)
+    source = named_model(ctx, model, aux, arg, channels, inputs)
+    result = train_source(source, batch, size, optimizer, dtype, input_grad)
     per_module, memory, notes = predicted_memory(source, batch, size, optimizer, dtype, input_grad, result.device)
     fitted = largest(source, target, size, dtype, optimizer) if target else None
     rows = in_unit(with_memory(result.table, per_module), u)
@@ -133,9 +126,10 @@ def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input
         from cnncost.trace.memory import predict_memory
     except ImportError:
         return None, {}, ["memory prediction is not available (cnncost.trace.memory)"]
-    from cnncost.trace.train import batch_of, targets_for
-    model = source.build(device)  # the CPU where the step could not run on meta
-    inputs = source.inputs(batch, size, device)
+    from cnncost.trace.step import targets_for
+    from cnncost.trace.train import batch_of
+    model, example = source.instantiate(device)  # the CPU where the step could not run on meta
+    inputs = source.inputs(batch, size, device, example)
     report = predict_memory(model, inputs, targets_for(batch_of(inputs, batch), device), optimizer, dtype,
                             input_grad, allocator="cuda")
     totals = {k: v for k, v in report.totals.items() if k.endswith("_bytes") and not k.startswith("peak_")

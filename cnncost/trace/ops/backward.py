@@ -2,14 +2,15 @@
 the loss, a forward op that only training runs.
 
 Each returns the forward layer's input shape and hyper-parameters under a ``*_backward`` kind, so the backward
-formulas reuse the forward arithmetic. The matrix products of linear's backward are plain ``mm`` ops (ops_math);
-the training tracer tells their grad-input from their grad-weight.
+formulas reuse the forward arithmetic; the forward layer is read by the forward op's own handler, looked up in
+the registry. The matrix products of linear's backward are plain ``mm`` ops (the arith family); the training
+tracer tells their grad-input from their grad-weight.
 """
 from __future__ import annotations
 
-from cnncost.trace.ops import Handler, Layer, handles, shape
-from cnncost.trace.ops_math import unary
-from cnncost.trace.ops_nn import GRID_MODES, adaptive_pool, avg_pool, conv, max_pool
+from cnncost.formulas import RESAMPLING
+from cnncost.trace.ops.common import GRID_MODES, RANKS, shape, unary
+from cnncost.trace.ops.registry import Handler, Layer, forward_layer, handles
 
 
 @handles("convolution_backward")
@@ -17,12 +18,12 @@ def conv_backward(args: tuple, out) -> Layer | None:
     """convolution_backward(dY, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
     output_mask): the forward conv (any rank, transposed too) as ops_nn reads it, and the gradients asked for."""
     _, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups, mask = args[:11]
-    layer = conv((x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups), None)
+    layer = forward_layer("convolution", (x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
+                                          groups))
     if layer is None:
         return None
-    kind, in_shape, hyper = layer
-    hyper.pop("bias", None)
-    return "conv_backward", in_shape, {"forward": kind, "output_mask": tuple(mask), **hyper}
+    hyper = {k: v for k, v in layer.hyper.items() if k != "bias"}
+    return Layer("conv_backward", layer.in_shape, {"forward": layer.kind, "output_mask": tuple(mask), **hyper})
 
 
 @handles("native_batch_norm_backward", "cudnn_batch_norm_backward", "miopen_batch_norm_backward")
@@ -30,25 +31,26 @@ def batch_norm_backward(args: tuple, out) -> Layer:
     """native_batch_norm_backward(dY, x, weight, running_mean, running_var, save_mean, save_invstd, train, eps,
     output_mask)."""
     mask = args[9] if len(args) > 9 else (True, args[2] is not None, args[2] is not None)
-    return "norm_backward", shape(args[1]), {"output_mask": tuple(mask), "norm": f"batchnorm{args[1].dim() - 2}d"}
+    return Layer("norm_backward", shape(args[1]), {"output_mask": tuple(mask),
+                                                   "norm": f"batchnorm{args[1].dim() - 2}d"})
 
 
 @handles("native_layer_norm_backward")
 def layer_norm_backward(args: tuple, out) -> Layer:
     """native_layer_norm_backward(dY, x, normalized_shape, mean, rstd, weight, bias, output_mask)."""
-    return "norm_backward", shape(args[1]), {"output_mask": tuple(args[7]), "norm": "layer_norm",
-                                             "params": tuple(args[2])}
+    return Layer("norm_backward", shape(args[1]), {"output_mask": tuple(args[7]), "norm": "layer_norm",
+                                             "params": tuple(args[2])})
 
 
 @handles("native_group_norm_backward")
 def group_norm_backward(args: tuple, out) -> Layer:
     """native_group_norm_backward(dY, x, mean, rstd, weight, N, C, HxW, group, output_mask)."""
-    return "norm_backward", shape(args[1]), {"output_mask": tuple(args[9]), "norm": "group_norm"}
+    return Layer("norm_backward", shape(args[1]), {"output_mask": tuple(args[9]), "norm": "group_norm"})
 
 
 def scattered(args: tuple, out) -> Layer:
     """<view>_backward(dY, input_sizes, ...): dY written into zeros of the input's shape, no arithmetic."""
-    return "data_movement", shape(args[0]), {"out_shape": tuple(out.shape)}
+    return Layer("data_movement", shape(args[0]), {"out_shape": tuple(out.shape)})
 
 
 handles("select_backward", "slice_backward", "diagonal_backward", "unfold_backward")(scattered)
@@ -56,7 +58,7 @@ handles("select_backward", "slice_backward", "diagonal_backward", "unfold_backwa
 
 def activation_backward(activation: str) -> Handler:
     """<act>_backward(dY, x or y, ...): one op per element."""
-    return lambda args, out: ("activation_backward", shape(args[1]), {"activation": activation})
+    return lambda args, out: Layer("activation_backward", shape(args[1]), {"activation": activation})
 
 
 for _name in ("silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh", "elu", "leaky_relu", "softplus",
@@ -68,36 +70,32 @@ for _name in ("silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh", "el
 def threshold_backward(args: tuple, out) -> Layer:
     """threshold_backward(dY, x, threshold): ReLU's backward (threshold 0)."""
     name = "relu" if float(args[2]) == 0.0 else "threshold"
-    return "activation_backward", shape(args[1]), {"activation": name}
+    return Layer("activation_backward", shape(args[1]), {"activation": name})
 
 
 @handles("hardtanh_backward")
 def hardtanh_backward(args: tuple, out) -> Layer:
     """hardtanh_backward(dY, x, min, max): ReLU6's backward for bounds (0, 6)."""
     name = "relu6" if (float(args[2]), float(args[3])) == (0.0, 6.0) else "hardtanh"
-    return "activation_backward", shape(args[1]), {"activation": name}
+    return Layer("activation_backward", shape(args[1]), {"activation": name})
 
 
-def pool_backward(forward: Handler, rank: int, reduce: str = "") -> Handler:
-    """<pool>_backward(dY, x, <the forward's arguments>...): the forward pool as ops_nn reads it (adaptive pools:
-    the output size is dY's)."""
+def pool_backward(forward: str, adaptive: bool = False) -> Handler:
+    """<pool>_backward(dY, x, <the forward's arguments>...): the forward pool as its op's handler reads it
+    (adaptive pools: the output size is dY's)."""
     def handler(args: tuple, out) -> Layer:
         grad, x, rest = args[0], args[1], args[2:]
-        if reduce:
-            layer = forward((x, tuple(grad.shape[2:])), None, rank=rank, reduce=reduce)
-        else:
-            layer = forward((x, *rest), None, rank=rank)
-        kind, in_shape, hyper = layer
-        return "pool_backward", in_shape, {"forward": kind, **hyper}
+        layer = forward_layer(forward, (x, tuple(grad.shape[2:])) if adaptive else (x, *rest))
+        return Layer("pool_backward", layer.in_shape, {"forward": layer.kind, **layer.hyper})
     return handler
 
 
-for _rank in (1, 2, 3):
-    handles(f"max_pool{_rank}d_with_indices_backward")(pool_backward(max_pool, _rank))
-    handles(f"avg_pool{_rank}d_backward")(pool_backward(avg_pool, _rank))
+for _rank in RANKS:
+    handles(f"max_pool{_rank}d_with_indices_backward")(pool_backward(f"max_pool{_rank}d"))
+    handles(f"avg_pool{_rank}d_backward")(pool_backward(f"avg_pool{_rank}d"))
     handles(f"_adaptive_avg_pool{_rank}d_backward", f"adaptive_avg_pool{_rank}d_backward")(
-        pool_backward(adaptive_pool, _rank, "avg"))
-    handles(f"adaptive_max_pool{_rank}d_backward")(pool_backward(adaptive_pool, _rank, "max"))
+        pool_backward(f"adaptive_avg_pool{_rank}d", adaptive=True))
+    handles(f"adaptive_max_pool{_rank}d_backward")(pool_backward(f"adaptive_max_pool{_rank}d", adaptive=True))
 
 
 # Ops that only a backward runs: prod's gradient (cumprod) and abs's (sgn), 1 op per element.
@@ -108,12 +106,12 @@ for _name in ("cumprod", "sgn"):
 @handles("native_dropout_backward")
 def dropout_backward(args: tuple, out) -> Layer:
     """native_dropout_backward(dY, mask, scale)."""
-    return "dropout_backward", shape(args[0]), {}
+    return Layer("dropout_backward", shape(args[0]), {})
 
 
 def softmax_backward(log: bool) -> Handler:
     """_(log_)softmax_backward_data(dY, y, dim, input_dtype): 2 ops per element."""
-    return lambda args, out: ("log_softmax_backward" if log else "softmax_backward", shape(args[0]), {"log": log})
+    return lambda args, out: Layer("log_softmax_backward" if log else "softmax_backward", shape(args[0]), {"log": log})
 
 
 handles("_log_softmax_backward_data")(softmax_backward(True))
@@ -123,64 +121,58 @@ handles("_softmax_backward_data")(softmax_backward(False))
 @handles("nll_loss_forward")
 def nll_loss(args: tuple, out) -> Layer:
     """nll_loss_forward(log_probs, target, weight, reduction, ignore_index): the loss of a training step."""
-    return "nll_loss", shape(args[0]), {}
+    return Layer("nll_loss", shape(args[0]), {})
 
 
 @handles("nll_loss_backward")
 def nll_loss_backward(args: tuple, out) -> Layer:
     """nll_loss_backward(dL, log_probs, target, weight, reduction, ignore_index, total_weight)."""
-    return "nll_loss_backward", shape(args[1]), {}
+    return Layer("nll_loss_backward", shape(args[1]), {})
 
 
 @handles("nll_loss2d_forward")
 def nll_loss2d(args: tuple, out) -> Layer:
     """nll_loss2d_forward(log_probs N x C x H x W, target N x H x W, weight, reduction, ignore_index): per pixel."""
-    return "nll_loss2d", shape(args[0]), {}
+    return Layer("nll_loss2d", shape(args[0]), {})
 
 
 @handles("nll_loss2d_backward")
 def nll_loss2d_backward(args: tuple, out) -> Layer:
     """nll_loss2d_backward(dL, log_probs, target, weight, reduction, ignore_index, total_weight)."""
-    return "nll_loss2d_backward", shape(args[1]), {}
+    return Layer("nll_loss2d_backward", shape(args[1]), {})
 
 
-# -- the backward of the ops issue 10 added ------------------------------------------------------------------
-
-UPSAMPLE_MODES = {"upsample_nearest": "nearest", "_upsample_nearest_exact": "nearest-exact",
-                  "upsample_linear": "linear", "upsample_bilinear": "bilinear", "upsample_bicubic": "bicubic",
-                  "upsample_trilinear": "trilinear"}
+# -- resampling, embeddings, PReLU, pads and fused attention ------------------------------------------------
 
 
-def upsample_backward(mode: str) -> Handler:
+def upsample_backward(kind: str) -> Handler:
     """upsample_<mode>_backward(dY, output_size, input_size, ...): the forward interpolation of input_size."""
-    kind = "upsample_" + mode.replace("-", "_")
-    return lambda args, out: ("upsample_backward", tuple(args[2]), {"forward": kind, "size": tuple(args[1])})
+    return lambda args, out: Layer("upsample_backward", tuple(args[2]), {"forward": kind, "size": tuple(args[1])})
 
 
-for _op, _mode in UPSAMPLE_MODES.items():
-    ranks = {"linear": (1,), "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}.get(_mode, (1, 2, 3))
-    handles(*(f"{_op}{r}d_backward" for r in ranks))(upsample_backward(_mode))
-handles("_upsample_bilinear2d_aa_backward")(upsample_backward("bilinear"))
-handles("_upsample_bicubic2d_aa_backward")(upsample_backward("bicubic"))
+for _resampling in RESAMPLING.values():
+    handles(*(f"{op}_backward" for op in _resampling.ops()))(upsample_backward(_resampling.kind))
 
 
 @handles("grid_sampler_2d_backward", "grid_sampler_3d_backward")
 def grid_sampler_backward(args: tuple, out) -> Layer:
     """grid_sampler_{2,3}d_backward(dY, input, grid, interpolation_mode, padding_mode, align_corners, output_mask)."""
-    return "grid_sample_backward", shape(args[1]), {"grid": shape(args[2]), "mode": GRID_MODES[args[3]],
-                                                    "output_mask": tuple(args[6])}
+    return Layer("grid_sample_backward", shape(args[1]), {"grid": shape(args[2]), "mode": GRID_MODES[args[3]],
+                                                    "output_mask": tuple(args[6])})
 
 
 @handles("embedding_dense_backward")
 def embedding_backward(args: tuple, out) -> Layer:
     """embedding_dense_backward(dY, indices, num_weights, padding_idx, scale_grad_by_freq)."""
-    return "embedding_backward", shape(args[1]), {"num_weights": int(args[2]), "embedding_dim": dY_width(args[0])}
+    return Layer("embedding_backward", shape(args[1]), {"num_weights": int(args[2]),
+                                                        "embedding_dim": dY_width(args[0])})
 
 
 @handles("_embedding_bag_backward", "_embedding_bag_dense_backward")
 def embedding_bag_backward(args: tuple, out) -> Layer:
     """_embedding_bag_(dense_)backward(dY (bags x dim), indices, ...): every index's row gets its bag's gradient."""
-    return "embedding_backward", shape(args[1]), {"num_weights": out.shape[0], "embedding_dim": dY_width(args[0])}
+    return Layer("embedding_backward", shape(args[1]), {"num_weights": out.shape[0],
+                                                        "embedding_dim": dY_width(args[0])})
 
 
 def dY_width(grad) -> int:
@@ -191,7 +183,7 @@ def dY_width(grad) -> int:
 @handles("_prelu_kernel_backward")
 def prelu_backward(args: tuple, out) -> Layer:
     """_prelu_kernel_backward(dY, x, weight) -> (dX, dA per element, summed to the slopes afterwards)."""
-    return "prelu_backward", shape(args[1]), {"num_parameters": args[2].numel()}
+    return Layer("prelu_backward", shape(args[1]), {"num_parameters": args[2].numel()})
 
 
 # Data movement: the gradient of a pad scattered back (reflected edges added in), no arithmetic counted.
@@ -203,7 +195,7 @@ def fused_attention_backward(layout: str) -> Handler:
     def handler(args: tuple, out) -> Layer:
         q, k, v = (shape(x) if layout == "BHLE" else (x.shape[0], x.shape[2], x.shape[1], x.shape[3])
                    for x in args[1:4])
-        return "attention_backward", tuple(q), {"key": tuple(k), "value": tuple(v)}
+        return Layer("attention_backward", tuple(q), {"key": tuple(k), "value": tuple(v)})
     return handler
 
 

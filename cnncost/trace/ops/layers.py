@@ -1,4 +1,4 @@
-"""Aten handlers for convolution, normalization, pooling and resampling (registered into trace.ops.OPS).
+"""Aten handlers for convolution, normalization, pooling and resampling.
 
 Ops of every spatial rank share one handler each; the rank (and pooling/interpolation mode) comes from the op
 name, fixed at registration, because an op may see an unbatched input (max_pool2d on C x H x W).
@@ -9,11 +9,9 @@ from functools import partial
 
 import torch.nn.functional as F
 
-from cnncost.formulas import batch_norm_kind
-from cnncost.trace.ops import Layer, handles, handles_function, ints, shape
-from cnncost.trace.ops_math import mean_reduction
-
-RANKS = (1, 2, 3)
+from cnncost.formulas import RESAMPLING, batch_norm_kind
+from cnncost.trace.ops.common import GRID_MODES, RANKS, ints, shape
+from cnncost.trace.ops.registry import Layer, function_as_op, handles, handles_function
 
 
 def for_ranks(names: str, handler, **fixed) -> None:
@@ -34,9 +32,10 @@ def conv(args: tuple, out) -> Layer | None:
         return None
     out_channels = w.shape[1] * groups if transposed else w.shape[0]
     kind = f"conv_transpose{rank}d" if transposed else f"conv{rank}d"
-    return kind, shape(x), dict(out_channels=out_channels, kernel=tuple(w.shape[2:]), stride=ints(stride),
-                                padding=ints(padding), dilation=ints(dilation), groups=groups, bias=b is not None,
-                                **({"output_padding": ints(output_padding)} if transposed else {}))
+    return Layer(kind, shape(x), dict(out_channels=out_channels, kernel=tuple(w.shape[2:]), stride=ints(stride),
+                                      padding=ints(padding), dilation=ints(dilation), groups=groups,
+                                      bias=b is not None,
+                                      **({"output_padding": ints(output_padding)} if transposed else {})))
 
 
 # -- normalization -----------------------------------------------------------------------
@@ -44,8 +43,8 @@ def conv(args: tuple, out) -> Layer | None:
 
 def batch_norm_layer(x, weight, running_mean, batch_stats: bool) -> Layer:
     """A batch norm of the input's rank: folded with running statistics, else computing the batch's."""
-    return batch_norm_kind(x.dim()), shape(x), {"affine": weight is not None, "batch_stats": bool(batch_stats),
-                                                "running_stats": running_mean is not None}
+    return Layer(batch_norm_kind(x.dim()), shape(x), {"affine": weight is not None, "batch_stats": bool(batch_stats),
+                                                      "running_stats": running_mean is not None})
 
 
 @handles("native_batch_norm", "batch_norm", "cudnn_batch_norm", "miopen_batch_norm")
@@ -80,42 +79,37 @@ def batch_norm_train(args: tuple, out) -> Layer:
 def instance_norm(args: tuple, out) -> Layer:
     """instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, ...) when it is not decomposed."""
     x, weight, _, running_mean, _, use_input_stats = args[:6]
-    return "instance_norm", shape(x), {"affine": weight is not None,
-                                       "running_stats": running_mean is not None and not use_input_stats}
+    return Layer("instance_norm", shape(x), {"affine": weight is not None,
+                                             "running_stats": running_mean is not None and not use_input_stats})
 
 
-@handles_function(F.instance_norm)
-def instance_norm_function(a: dict, out) -> Layer:
-    """F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, ...): one row, any device."""
-    return "instance_norm", shape(a["input"]), {"affine": a["weight"] is not None,
-                                                "running_stats": a["running_mean"] is not None
-                                                and not a["use_input_stats"]}
+function_as_op(F.instance_norm, "instance_norm")  # one row on every device (it runs as batch norm on a view)
 
 
 @handles_function(F.local_response_norm)
 def local_response_norm(a: dict, out) -> Layer:
     """F.local_response_norm(input, size, alpha, beta, k): one row, whatever ops it runs as."""
-    return "lrn", shape(a["input"]), {"size": a["size"], "alpha": a["alpha"], "beta": a["beta"], "k": a["k"]}
+    return Layer("lrn", shape(a["input"]), {"size": a["size"], "alpha": a["alpha"], "beta": a["beta"], "k": a["k"]})
 
 
 @handles("native_layer_norm", "layer_norm")
 def layer_norm(args: tuple, out) -> Layer:
     """layer_norm(x, normalized_shape, weight, bias, eps)."""
     x, normalized_shape, weight, bias = args[:4]
-    return "layer_norm", shape(x), {"normalized_shape": tuple(normalized_shape), "affine": weight is not None,
-                                    "bias": bias is not None}
+    return Layer("layer_norm", shape(x), {"normalized_shape": tuple(normalized_shape), "affine": weight is not None,
+                                          "bias": bias is not None})
 
 
 @handles("native_group_norm")
 def native_group_norm(args: tuple, out) -> Layer:
     """native_group_norm(x, weight, bias, N, C, HxW, group, eps)."""
-    return "group_norm", shape(args[0]), {"groups": args[6], "affine": args[1] is not None}
+    return Layer("group_norm", shape(args[0]), {"groups": args[6], "affine": args[1] is not None})
 
 
 @handles("group_norm")
 def group_norm(args: tuple, out) -> Layer:
     """group_norm(x, num_groups, weight, bias, eps, cudnn_enabled)."""
-    return "group_norm", shape(args[0]), {"groups": args[1], "affine": args[2] is not None}
+    return Layer("group_norm", shape(args[0]), {"groups": args[1], "affine": args[2] is not None})
 
 
 # -- pooling -------------------------------------------------------------------------------------------------
@@ -129,81 +123,55 @@ def window(kernel, stride, padding) -> dict:
 def max_pool(args: tuple, out, rank: int) -> Layer:
     """max_pool{rank}d[_with_indices](x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)."""
     x, kernel, stride, padding, dilation, ceil_mode = args[:6]
-    return f"maxpool{rank}d", shape(x), dict(window(kernel, stride, padding), dilation=ints(dilation),
-                                             ceil_mode=bool(ceil_mode))
+    return Layer(f"maxpool{rank}d", shape(x), dict(window(kernel, stride, padding), dilation=ints(dilation),
+                                                   ceil_mode=bool(ceil_mode)))
 
 
 def avg_pool(args: tuple, out, rank: int) -> Layer:
     """avg_pool{rank}d(x, kernel, stride=[], padding=0, ceil_mode=False, count_include_pad, ...)."""
     x, kernel, stride, padding, ceil_mode = args[:5]
-    return f"avgpool{rank}d", shape(x), dict(window(kernel, stride, padding), ceil_mode=bool(ceil_mode))
+    return Layer(f"avgpool{rank}d", shape(x), dict(window(kernel, stride, padding), ceil_mode=bool(ceil_mode)))
 
 
 def adaptive_pool(args: tuple, out, rank: int, reduce: str) -> Layer:
     """adaptive_{avg,max}_pool{rank}d(x, output_size)."""
-    return f"adaptive_{reduce}pool{rank}d", shape(args[0]), {"output_size": ints(args[1])}
+    return Layer(f"adaptive_{reduce}pool{rank}d", shape(args[0]), {"output_size": ints(args[1])})
 
 
 for_ranks("max_pool{0}d max_pool{0}d_with_indices", max_pool)
 for_ranks("avg_pool{0}d", avg_pool)
 for_ranks("adaptive_avg_pool{0}d _adaptive_avg_pool{0}d", adaptive_pool, reduce="avg")
 for_ranks("adaptive_max_pool{0}d", adaptive_pool, reduce="max")
-
-
-def adaptive_avg_pool_function(a: dict, out, rank: int) -> Layer:
-    """F.adaptive_avg_pool2d/3d(input, output_size) (nn.AdaptiveAvgPool2d/3d's too) as one row named for the
-    function: a global pool runs as aten.mean, like x.mean((2, 3)), and fvcore and ptflops count only the pool."""
-    return f"adaptive_avgpool{rank}d", shape(a["input"]), {"output_size": ints(a["output_size"])}
-
-
-handles_function(F.adaptive_avg_pool2d)(partial(adaptive_avg_pool_function, rank=2))
-handles_function(F.adaptive_avg_pool3d)(partial(adaptive_avg_pool_function, rank=3))
-
-
-@handles("mean")
-def mean(args: tuple, out) -> Layer | None:
-    """mean over every spatial dim of an NCHW / NCDHW tensor is a global average pool (adaptive_avg_pool(1))."""
-    x, dims = args[0], args[1] if len(args) > 1 else None
-    rank = x.dim() - 2
-    spatial = list(range(2, x.dim()))
-    if rank in (2, 3) and isinstance(dims, (list, tuple)) and sorted(d % x.dim() for d in dims) == spatial:
-        return f"adaptive_avgpool{rank}d", shape(x), {"output_size": 1, "keepdim": len(args) > 2 and args[2] is True}
-    return mean_reduction(args, out)  # any other mean is a reduction
+# F.adaptive_avg_pool2d/3d (nn.AdaptiveAvgPool2d/3d's too) as one row named for the function: a global pool runs
+# as aten.mean, like x.mean((2, 3)), and fvcore and ptflops count only the pool.
+function_as_op(F.adaptive_avg_pool2d, "adaptive_avg_pool2d")
+function_as_op(F.adaptive_avg_pool3d, "adaptive_avg_pool3d")
 
 
 # -- resampling ----------------------------------------------------------------------------------------------
 
 
-def interpolate(args: tuple, out, mode: str, align: bool) -> Layer:
+def interpolate(args: tuple, out, mode: str) -> Layer:
     """upsample_<mode>(x, output_size, [align_corners], scales...) and .vec: the output size read from out."""
-    kind = "upsample_" + mode.replace("-", "_")
-    return kind, shape(args[0]), {"size": tuple(out.shape[2:]),
-                                  "align_corners": bool(args[2]) if align else None}
+    aligned = mode not in ("nearest", "nearest-exact")  # the nearest modes take no align_corners
+    return Layer(RESAMPLING[mode].kind, shape(args[0]), {"size": tuple(out.shape[2:]),
+                                                          "align_corners": bool(args[2]) if aligned else None})
 
 
-handles(*(f"upsample_nearest{r}d" for r in RANKS))(partial(interpolate, mode="nearest", align=False))
-handles(*(f"_upsample_nearest_exact{r}d" for r in RANKS))(partial(interpolate, mode="nearest-exact", align=False))
-handles("upsample_linear1d")(partial(interpolate, mode="linear", align=True))
-handles("upsample_bilinear2d")(partial(interpolate, mode="bilinear", align=True))
-handles("upsample_bicubic2d")(partial(interpolate, mode="bicubic", align=True))
-handles("upsample_trilinear3d")(partial(interpolate, mode="trilinear", align=True))
-# antialias=True: costed by the taps of its mode, as their backward (ops_backward) is
-handles("_upsample_bilinear2d_aa")(partial(interpolate, mode="bilinear", align=True))
-handles("_upsample_bicubic2d_aa")(partial(interpolate, mode="bicubic", align=True))
+for _resampling in RESAMPLING.values():
+    handles(*_resampling.ops())(partial(interpolate, mode=_resampling.mode))
 
 
 @handles("affine_grid_generator")
 def affine_grid(args: tuple, out) -> Layer:
     """affine_grid_generator(theta (N, r, r+1), size (N, C, *spatial), align_corners)."""
-    return "affine_grid", shape(args[0]), {"size": tuple(args[1])}
-
-GRID_MODES = ("bilinear", "nearest", "bicubic")  # grid_sampler's interpolation_mode 0, 1, 2
+    return Layer("affine_grid", shape(args[0]), {"size": tuple(args[1])})
 
 
 @handles("grid_sampler", "grid_sampler_2d", "grid_sampler_3d")
 def grid_sampler(args: tuple, out) -> Layer:
     """grid_sampler_{2,3}d(input, grid, interpolation_mode, padding_mode, align_corners)."""
-    return "grid_sample", shape(args[0]), {"grid": shape(args[1]), "mode": GRID_MODES[args[2]]}
+    return Layer("grid_sample", shape(args[0]), {"grid": shape(args[1]), "mode": GRID_MODES[args[2]]})
 
 
 @handles("roi_align")
@@ -214,7 +182,7 @@ def roi_align(args: tuple, out) -> Layer | None:
     hyper = dict(output_size=(height, width), spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
                  aligned=aligned)
     if sampling_ratio > 0:
-        return "roi_align", shape(x), dict(hyper, rois=rois.shape[0])
+        return Layer("roi_align", shape(x), dict(hyper, rois=rois.shape[0]))
     if rois.is_meta:
         return None
-    return "roi_align", shape(x), dict(hyper, boxes=rois[:, 1:].tolist())
+    return Layer("roi_align", shape(x), dict(hyper, boxes=rois[:, 1:].tolist()))

@@ -1,7 +1,7 @@
-"""Aten handlers for matrix products, activations, elementwise ops, reductions, attention and data movement.
+"""Aten handlers for matrix products, attention, recurrent layers, activations, elementwise ops and reductions.
 
 Attention is booked where the user calls it: ``F.scaled_dot_product_attention`` is one function-level layer
-(``ops.FUNCTIONS``, seen by the tracer's TorchFunctionMode) whatever aten ops then run it (the math decomposition on
+(``FUNCTIONS``, seen by the tracer's TorchFunctionMode) whatever aten ops then run it (the math decomposition on
 meta, a fused kernel on the CPU or CUDA), so it costs the same on every device. The fused kernels also have aten
 handlers, for direct calls.
 """
@@ -11,20 +11,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_leaves
 
 from cnncost.formulas import BINARY, POINTWISE_ACTIVATIONS, REDUCTIONS, RNN_GATES, UNARY
-from cnncost.trace.ops import SIGNATURES, Handler, Layer, first_tensor, handles, handles_function, shape
-
-
-def tensors(args: Any) -> list[torch.Tensor]:
-    """Every tensor among an op's arguments (lists of tensors included)."""
-    return [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
-
-
-def numel(args: Any) -> int:
-    """Elements of every tensor among an op's arguments."""
-    return sum(t.numel() for t in tensors(args))
+from cnncost.trace.ops.common import binary, first_tensor, moved, shape, unary
+from cnncost.trace.ops.registry import (SIGNATURES, Handler, Layer, function_as_op, handles,
+                                        handles_function)
 
 
 # -- matrix products ------------------------------------------------------------------------------------------
@@ -36,7 +27,7 @@ def product(first: int, adds: bool) -> Handler:
     """mm / bmm (a, b), addmm / baddbmm (c, a, b, beta, alpha): rows x in x out multiply-adds."""
     def handler(args: tuple, out) -> Layer:
         a, b = args[first], args[first + 1]
-        return "linear", shape(a), {"out_features": b.shape[-1], "bias": adds and args[3] != 0}
+        return Layer("linear", shape(a), {"out_features": b.shape[-1], "bias": adds and args[3] != 0})
     return handler
 
 
@@ -49,25 +40,25 @@ def addbmm(args: tuple, out) -> Layer:
     """addbmm(c, b1 (B, M, K), b2 (B, K, N), beta, alpha) = c + sum_b b1 b2: (M, B K) @ (B K, N)."""
     b1, b2 = args[1], args[2]
     batch, rows, inner = b1.shape
-    return "linear", (rows, batch * inner), {"out_features": b2.shape[-1], "bias": args[3] != 0}
+    return Layer("linear", (rows, batch * inner), {"out_features": b2.shape[-1], "bias": args[3] != 0})
 
 
 @handles("mv", "dot", "vdot")
 def vector_product(args: tuple, out) -> Layer:
     """mv(a (M, K), v (K,)) and dot(u (K,), v (K,)): one output feature per row."""
-    return "linear", shape(args[0]), {"out_features": 1, "bias": False}
+    return Layer("linear", shape(args[0]), {"out_features": 1, "bias": False})
 
 
 @handles("addmv")
 def addmv(args: tuple, out) -> Layer:
     """addmv(c, a (M, K), v (K,), beta, alpha)."""
-    return "linear", shape(args[1]), {"out_features": 1, "bias": args[3] != 0}
+    return Layer("linear", shape(args[1]), {"out_features": 1, "bias": args[3] != 0})
 
 
 @handles("linear")
 def linear(args: tuple, out) -> Layer:
     """aten.linear(x, weight, bias=None), seen on some backends."""
-    return "linear", shape(args[0]), {"out_features": args[1].shape[0], "bias": args[2] is not None}
+    return Layer("linear", shape(args[0]), {"out_features": args[1].shape[0], "bias": args[2] is not None})
 
 
 # -- attention ------------------------------------------------------------------------------------------------
@@ -75,8 +66,8 @@ def linear(args: tuple, out) -> Layer:
 
 def attention_layer(q, k, v, mask) -> Layer:
     """Scaled dot-product attention of q (..., L, E), k (..., S, E), v (..., S, Ev), an optional mask."""
-    return "scaled_dot_product_attention", shape(q), {
-        "key": shape(k), "value": shape(v), "mask": shape(mask) if isinstance(mask, torch.Tensor) else None}
+    return Layer("scaled_dot_product_attention", shape(q), {
+        "key": shape(k), "value": shape(v), "mask": shape(mask) if isinstance(mask, torch.Tensor) else None})
 
 
 def fused_attention(mask_at: int | None) -> Handler:
@@ -106,23 +97,26 @@ def sdpa_signature(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
 SIGNATURES[F.scaled_dot_product_attention] = sdpa_signature
 
 
-@handles_function(F.scaled_dot_product_attention)
-def sdpa_function(a: dict, out) -> Layer:
-    """F.scaled_dot_product_attention(query, key, value, attn_mask, ...): one layer on every device."""
-    return attention_layer(a["query"], a["key"], a["value"], a["attn_mask"])
+@handles("scaled_dot_product_attention")
+def sdpa(args: tuple, out) -> Layer:
+    """scaled_dot_product_attention(query, key, value, attn_mask, ...)."""
+    return attention_layer(*args[:4])
+
+
+function_as_op(F.scaled_dot_product_attention, "scaled_dot_product_attention")  # one layer on every device
 
 
 @handles_function(F.multi_head_attention_forward)
 def multi_head_attention(a: dict, out) -> Layer:
     """F.multi_head_attention_forward(query (L, N, E), key, value, embed_dim, num_heads, ...), which calls
     scaled_dot_product_attention where the tracer's function mode cannot see it: one layer on every device."""
-    return "multi_head_attention", shape(a["query"]), {
+    return Layer("multi_head_attention", shape(a["query"]), {
         "key": shape(a["key"]), "value": shape(a["value"]), "heads": a["num_heads"],
         "in_bias": a["in_proj_bias"] is not None, "out_bias": a["out_proj_bias"] is not None,
         "mask": a["attn_mask"] is not None or a["key_padding_mask"] is not None,
         "average_weights": bool(a["need_weights"] and a["average_attn_weights"]),
         "extra_keys": int(a["bias_k"] is not None) + int(bool(a["add_zero_attn"])),
-        "strided": not a["query"].is_contiguous()}  # in-projection bias as an add: see the formula
+        "strided": not a["query"].is_contiguous()})  # in-projection bias as an add: see the formula
 
 
 @handles("_native_multi_head_attention")
@@ -130,11 +124,11 @@ def native_multi_head_attention(args: tuple, out) -> Layer:
     """nn.MultiheadAttention's fast path, called directly: (query, key, value (N, L, E), embed_dim, num_head,
     qkv_weight, qkv_bias, proj_weight, proj_bias, mask, need_weights, average_attn_weights, mask_type)."""
     q, k, v = ((x.shape[1], x.shape[0], x.shape[2]) if x.dim() == 3 else shape(x) for x in args[:3])
-    return "multi_head_attention", q, {"key": k, "value": v, "heads": args[4], "in_bias": args[6] is not None,
+    return Layer("multi_head_attention", q, {"key": k, "value": v, "heads": args[4], "in_bias": args[6] is not None,
                                        "out_bias": args[8] is not None, "mask": args[9] is not None,
                                        "average_weights": bool(args[10] and args[11]),
                                        # as the module's slow path, which transposes a batch-first query
-                                       "strided": args[0].dim() == 3 and not args[0].transpose(0, 1).is_contiguous()}
+                                       "strided": args[0].dim() == 3 and not args[0].transpose(0, 1).is_contiguous()})
 
 
 # -- recurrent layers -------------------------------------------------------------------------------------
@@ -160,8 +154,8 @@ def recurrent(mode: str):
         w_ih, w_hh = params[0], params[1]
         hidden = w_ih.shape[0] // RNN_GATES[mode]
         proj = w_hh.shape[1] if w_hh.shape[1] != hidden else 0
-        return "rnn", in_shape, {"hidden": hidden, "mode": mode, "layers": layers, "bidirectional": bidirectional,
-                                 "bias": bool(has_biases), "proj": proj}
+        return Layer("rnn", in_shape, {"hidden": hidden, "mode": mode, "layers": layers, "bidirectional": bidirectional,
+                                 "bias": bool(has_biases), "proj": proj})
     return handler
 
 
@@ -182,8 +176,8 @@ def bilinear(a: dict, out) -> Layer:
     """F.bilinear(x1 (..., in1), x2 (..., in2), weight (out, in1, in2), bias): one layer (aten._trilinear and
     the bias add)."""
     out_features, _, in2 = a["weight"].shape
-    return "bilinear", shape(a["input1"]), {"in2_features": in2, "out_features": out_features,
-                                             "bias": a["bias"] is not None}
+    return Layer("bilinear", shape(a["input1"]), {"in2_features": in2, "out_features": out_features,
+                                             "bias": a["bias"] is not None})
 
 
 @handles("_trilinear")
@@ -197,13 +191,13 @@ def trilinear(args: tuple, out) -> Layer:
         return size
     parts = [expanded(t, dims) for t, dims in zip(args[:3], args[3:6])]
     joint = tuple(max(sizes) for sizes in zip(*parts))
-    return "trilinear", shape(args[0]), {"joint": joint, "out_shape": tuple(out.shape)}
+    return Layer("trilinear", shape(args[0]), {"joint": joint, "out_shape": tuple(out.shape)})
 
 
 @handles("_cdist_forward")
 def cdist(args: tuple, out) -> Layer:
     """_cdist_forward(x1 (..., P, M), x2 (..., R, M), p, compute_mode)."""
-    return "cdist", shape(args[0]), {"other": shape(args[1])}
+    return Layer("cdist", shape(args[0]), {"other": shape(args[1])})
 
 
 @handles("_fft_r2c", "_fft_c2r", "_fft_c2c")
@@ -213,15 +207,10 @@ def fft(args: tuple, out) -> Layer:
     x, o = args[0], first_tensor(out)
     dims = [d % x.dim() for d in args[1]]
     full = tuple(max(a, b) if i in dims else a for i, (a, b) in enumerate(zip(x.shape, o.shape)))
-    return "fft", full, {"dims": tuple(dims), "out_shape": tuple(o.shape)}
+    return Layer("fft", full, {"dims": tuple(dims), "out_shape": tuple(o.shape)})
 
 
 # -- activations ----------------------------------------------------------------------------------------------
-
-
-def unary(kind: str) -> Handler:
-    """A one-input elementwise op; its number arguments (clamp's bounds, cumsum's dim) cost nothing more."""
-    return lambda args, out: (kind, shape(args[0]), {})
 
 
 for _kind in ("relu", "silu", "sigmoid", "gelu", "hardswish", "hardsigmoid", "tanh",
@@ -236,44 +225,35 @@ handles("_log_softmax", "log_softmax")(unary("log_softmax"))
 @handles("glu")
 def glu(args: tuple, out) -> Layer:
     """glu(x, dim=-1): a * sigmoid(b) of x's two halves along dim."""
-    return "glu", shape(args[0]), {"dim": args[1]}
+    return Layer("glu", shape(args[0]), {"dim": args[1]})
 
 
 @handles("hardtanh")
 def hardtanh(args: tuple, out) -> Layer:
     """hardtanh(x, 0, 6) is ReLU6; other bounds are hardtanh."""
     bounds = tuple(float(v) for v in args[1:3])
-    return ("relu6" if bounds == (0.0, 6.0) else "hardtanh"), shape(args[0]), {}
+    return Layer(("relu6" if bounds == (0.0, 6.0) else "hardtanh"), shape(args[0]), {})
 
 
 @handles("_prelu_kernel", "prelu")
 def prelu(args: tuple, out) -> Layer:
     """_prelu_kernel(x, weight): weight holds 1 or C slopes (reshaped to broadcast)."""
-    return "prelu", shape(args[0]), {"num_parameters": args[1].numel()}
+    return Layer("prelu", shape(args[0]), {"num_parameters": args[1].numel()})
 
 
 # -- elementwise ops and reductions ----------------------------------------------------------------------------
 
 
-def binary(kind: str) -> Handler:
-    """An elementwise op of two operands (tensor or number), broadcast."""
-    return lambda args, out: (kind, shape(args[0]), {"other": shape(args[1])})
-
-
 for _kind in ("add", "mul", *BINARY):
     handles(_kind)(binary(_kind))
 handles("true_divide")(binary("div"))
-
-
-
-
 for _kind in UNARY:
     handles(_kind)(unary(_kind))
 
 
 def ternary(kind: str) -> Handler:
     """addcmul / addcdiv (x, a, b, value), lerp (x, y, weight): three operands broadcast."""
-    return lambda args, out: (kind, shape(args[0]), {"others": [shape(a) for a in args[1:3]]})
+    return lambda args, out: Layer(kind, shape(args[0]), {"others": [shape(a) for a in args[1:3]]})
 
 
 for _kind in ("addcmul", "addcdiv", "lerp"):
@@ -285,7 +265,7 @@ def where(args: tuple, out) -> Layer | None:
     """where(condition, x, y); where(condition) alone is nonzero (data movement)."""
     if len(args) < 3:
         return moved(args, out)
-    return "where", shape(args[1]), {"other": shape(args[2]), "condition": shape(args[0])}
+    return Layer("where", shape(args[1]), {"other": shape(args[2]), "condition": shape(args[0])})
 
 
 def dims_of(value: Any) -> list[int] | None:
@@ -307,14 +287,26 @@ def reduction(kind: str, dim_at: int = 1, keepdim_at: int = 2) -> Handler:
             return binary("maximum" if kind == "max" else "minimum")(args, out)  # max.other(self, other)
         dims = dims_of(args[dim_at]) if len(args) > dim_at else None
         keepdim = dims is not None and len(args) > keepdim_at and args[keepdim_at] is True
-        return kind, shape(x), {"dims": dims, "keepdim": keepdim}
+        return Layer(kind, shape(x), {"dims": dims, "keepdim": keepdim})
     return handler
 
 
 for _kind in REDUCTIONS:
-    if _kind != "mean":  # ops_nn's mean is a global pool over spatial dims; otherwise it calls mean_reduction
+    if _kind != "mean":  # mean is a global pool over spatial dims, else a reduction: below
         handles(_kind)(reduction(_kind))
 mean_reduction = reduction("mean")
+
+
+@handles("mean")
+def mean(args: tuple, out) -> Layer | None:
+    """mean over every spatial dim of an NCHW / NCDHW tensor is a global average pool (adaptive_avg_pool(1))."""
+    x, dims = args[0], args[1] if len(args) > 1 else None
+    rank = x.dim() - 2
+    spatial = list(range(2, x.dim()))
+    if rank in (2, 3) and isinstance(dims, (list, tuple)) and sorted(d % x.dim() for d in dims) == spatial:
+        return Layer(f"adaptive_avgpool{rank}d", shape(x), {"output_size": 1,
+                                                             "keepdim": len(args) > 2 and args[2] is True})
+    return mean_reduction(args, out)  # any other mean is a reduction
 # var / std (self, dim, correction | unbiased, keepdim); norm (self, p, dim, keepdim), linalg_vector_norm alike
 for _kind in ("var", "std", "var_mean", "std_mean"):
     handles(_kind)(reduction(_kind, keepdim_at=3))
@@ -327,104 +319,32 @@ handles("logsumexp")(reduction("logsumexp"))  # logsumexp(self, dim, keepdim)
 def vector_norm(args: tuple, out) -> Layer:
     """norm(self, p, dim, keepdim) / linalg_vector_norm(self, ord, dim, keepdim)."""
     dims = dims_of(args[2]) if len(args) > 2 else None
-    return "vector_norm", shape(args[0]), {"dims": dims, "keepdim": dims is not None and args[3] is True}
+    return Layer("vector_norm", shape(args[0]), {"dims": dims, "keepdim": dims is not None and args[3] is True})
 
 
 @handles("sort")
 def sort(args: tuple, out) -> Layer:
     """sort(self, dim=-1, descending) or sort.stable(self, stable, dim, descending)."""
     dim = args[2] if isinstance(args[1], bool) or args[1] is None else args[1]
-    return "sort", shape(args[0]), {"dim": -1 if dim is None else dim}
+    return Layer("sort", shape(args[0]), {"dim": -1 if dim is None else dim})
 
 
 @handles("topk")
 def topk(args: tuple, out) -> Layer:
     """topk(self, k, dim=-1, largest, sorted)."""
-    return "topk", shape(args[0]), {"k": int(args[1]), "dim": args[2]}
+    return Layer("topk", shape(args[0]), {"k": int(args[1]), "dim": args[2]})
 
 
 @handles("nms")
 def nms(args: tuple, out) -> Layer:
     """torchvision.nms(boxes, scores, iou_threshold): data dependent, so costed at its upper bound (every pair)."""
     boxes = shape(args[0])
-    return ("nms", boxes, {}) if boxes[0] else ("data_movement", (1,), {"out_shape": (0,), "read": 0})
+    return Layer("nms", boxes, {}) if boxes[0] else Layer("data_movement", (1,), {"out_shape": (0,), "read": 0})
 
 
 @handles("_unique2", "unique_dim", "_unique", "unique_consecutive")
 def unique(args: tuple, out) -> Layer:
     """unique sorts its input: a sort of all its elements."""
-    return "sort", (max(1, args[0].numel()),), {"dim": 0}
+    return Layer("sort", (max(1, args[0].numel()),), {"dim": 0})
 
 
-# -- concatenation and data movement: bytes, no arithmetic ------------------------------------------------------
-
-
-@handles("cat")
-def cat(args: tuple, out) -> Layer:
-    """cat(tensors, dim=0)."""
-    parts, dim = args[0], args[1]
-    first = shape(parts[0])
-    return "concat", first, {"others": [shape(t) for t in parts[1:]], "dim": dim % len(first)}
-
-
-
-def moved(args: tuple, out) -> Layer:
-    """An op that reads its tensor inputs in full and writes its output (pad, roll, flip, repeat, stack, ...)."""
-    inputs, outputs = tensors(args), tensors(out)
-    return "data_movement", shape(inputs[0]), {"out_shape": tuple(outputs[0].shape) if outputs else (0,),
-                                               "read": sum(t.numel() for t in inputs)}
-
-
-def gathered(args: tuple, out) -> Layer:
-    """An op that reads only what it selects (index, gather, embedding): output elements plus the indices."""
-    source, outputs = args[0], tensors(out)
-    written = outputs[0] if outputs else source
-    return "data_movement", shape(source), {"out_shape": tuple(written.shape),
-                                            "read": written.numel() + numel(args[1:])}
-
-
-handles("constant_pad_nd", "roll", "flip", "repeat", "tile", "expand_copy", "tril", "triu", "stack", "masked_fill",
-        "masked_scatter", "masked_select", "scatter", "scatter_add", "scatter_reduce",
-        "index_put", "_index_put_impl", "_unsafe_index_put", "index_add", "index_copy", "index_fill", "nonzero",
-        "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "im2col", "col2im",
-        "slice_scatter", "select_scatter", "diagonal_scatter", "diag_embed", "rot90", "_pad_circular",
-        *(f"{mode}_pad{rank}d" for mode in ("reflection", "replication") for rank in (1, 2, 3)),
-        "_pack_padded_sequence", "_pad_packed_sequence")(moved)  # packed sequences of an RNN
-handles("index", "_unsafe_index", "index_select", "gather", "take", "embedding", "take_along_dim")(gathered)
-
-
-@handles("_embedding_bag", "_embedding_bag_forward_only")
-def embedding_bag(args: tuple, out) -> Layer:
-    """_embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode (0 sum, 1 mean, 2 max), sparse,
-    per_sample_weights, include_last_offset, padding_idx) -> (output (bags x dim), ...)."""
-    bags, dim = out[0].shape
-    return "embedding_bag", shape(args[1]), {"embedding_dim": dim, "bags": bags,
-                                              "mode": ("sum", "mean", "max")[args[4]], "weighted": args[6] is not None}
-
-
-def one_hot_signature(tensor, num_classes=-1):
-    """F.one_hot's arguments (the builtin has no Python signature)."""
-
-
-SIGNATURES[F.one_hot] = one_hot_signature
-
-
-@handles_function(F.one_hot)
-def one_hot(a: dict, out) -> Layer:
-    """F.one_hot(indices, num_classes): reads the indices, writes the output; on the CPU it also checks their range
-    (aminmax), on meta not: one layer on every device."""
-    return "data_movement", shape(a["tensor"]), {"out_shape": tuple(out.shape)}
-
-
-# -- views ----------------------------------------------------------------------------------------------------
-
-
-def view(args: tuple, out: torch.Tensor) -> Layer | None:
-    """A view from N x ... to N x rest is a flatten; any other view is free and not a row."""
-    x = args[0]
-    if x.dim() > 2 and out.dim() == 2 and out.shape[0] == x.shape[0]:
-        return "flatten", shape(x), {}
-    return None
-
-
-VIEWS: dict[str, Handler] = {"view": view, "_unsafe_view": view, "reshape": view}

@@ -7,36 +7,16 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import BatchOpt, DtypeOpt, FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower
+from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, BatchOpt, ChannelsOpt, DtypeOpt, FormatOpt, InputOpt,
+                                 OutputOpt, QuietOpt, SizeOpt, StrictOpt, UnitOpt, check_input_clash, layer_view,
+                                 lower, named_model, notice, unit_of)
 from cnncost.errors import CnnCostError
 
-AuxOpt = Annotated[Optional[bool], typer.Option("--aux/--no-aux", help="Build a torchvision model's auxiliary heads "
-                                                "(GoogLeNet, Inception-v3, FCN, DeepLabV3) or not; default: as "
-                                                "torchvision's metadata counts them.")]
-ArgOpt = Annotated[Optional[List[str]], typer.Option("--arg", help="KEY=VALUE passed to a FILE.py:FACTORY model; "
-                                                     "repeat for several. VALUE is a Python literal (16, 0.5, "
-                                                     "(3, 5), 'text'; true/false/none in any case); a bare word "
-                                                     "such as relu is a string; anything else is an error.")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if the model runs an op cnncost has no formula for.")]
-ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="Input channels of a FILE.py:FACTORY model "
-                                                    "(default 3).")]
-InputOpt = Annotated[Optional[List[str]], typer.Option("--input", "-i", help="An input tensor as SHAPE[:DTYPE], e.g. "
-                                                       "1x3x224x224 or 1x10:int64 (integers are zeros); repeat for "
-                                                       "several inputs. Replaces --size/--batch/--channels.")]
-TARGET_HELP = ("A registered model or alias (resnet50, resnext50), any torchvision model (classification, "
-               "segmentation, detection, video, optical flow, quantized), timm:NAME (pip install 'cnncost[timm]'), "
-               "or a user model as path/to/file.py:factory or package.module:factory.")
 TRACE_LEVELS = ("layer", "module", "kind", "category")
 
 
-def notice(lines: list[str]) -> None:
-    """Notes for the reader on stderr (stdout stays machine-readable)."""
-    for line in lines:
-        print(f"cnncost: note: {line}", file=sys.stderr)
-
-
-@app.command()
-def trace(
+@app.command("trace")
+def trace_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     size: SizeOpt = None,
@@ -58,40 +38,29 @@ def trace(
     output: OutputOpt = None,
 ) -> None:
     """Count a real PyTorch model with cnncost's own tracer: one row per module call and op kind."""
-    from cnncost.cli.models import layer_view, prepare
     from cnncost.formulas import dtype_bytes
     from cnncost.output import emit
-    from cnncost.trace.counter import rollup, trace as count
-    from cnncost.trace.models import check_aux, load, parse_input
-    from cnncost.trace.userfile import parse_kwargs
+    from cnncost.trace.counter import count_source
+    from cnncost.trace.table import rollup
 
-    u = prepare(fmt, unit)
     dtype_bytes(dtype)
     device = device.strip().lower()
-    check_trace_options(ctx, by, depth, device, inputs)
-    shapes = [parse_input(text) for text in inputs or []]
-    source = load(model, aux, parse_kwargs(arg), channels)
-    check_aux(source, aux)
-    source.shapes = shapes or None
-    result = count(source, batch, size, device, strict, dtype)
-    table = rollup(result, depth) if by == "module" else result.by(by).drop(columns="flops")
-    rows, totals, shown = layer_view(table, result.totals(), by, fmt, u)
+    check_trace_options(by, depth, device)
+    source = named_model(ctx, model, aux, arg, channels, inputs)
+    result = count_source(source, batch, size, device, strict, dtype)
+    table = rollup(result, depth) if by == "module" else result.by(by)
+    rows, totals, shown = layer_view(table, result.totals(), by, fmt, unit)
     shapes_text = ", ".join("x".join(map(str, s)) for s in result.input_shapes) or "no tensor input"
-    data = {"model": result.model, "source": result.source, "input_shape": list(result.input_shape),
-            "input_shapes": [list(s) for s in result.input_shapes], "device": result.device,
-            "dtype": dtype, "unit": u.name, "by": by, "rows": rows, "totals": totals[0],
-            "unsupported": result.unsupported, "notes": result.notes}
-    tables = {f"{result.model} on {shapes_text}, traced on {result.device}, by {by} ({u.label})": shown,
+    tables = {f"{result.model} on {shapes_text}, traced on {result.device}, by {by} ({unit_of(unit).label})": shown,
               "Totals (the sum of the rows)": totals}
     if result.unsupported:
         tables["Ops with no formula (counted as 0)"] = [{"op": k, "calls": n} for k, n in result.unsupported.items()]
     notice(result.notes)
-    emit(tables, fmt, output, data=data)
+    emit(tables, fmt, output, data=result.document(rows, totals[0], unit, by))
 
 
-def check_trace_options(ctx: typer.Context, by: str, depth: int, device: str, inputs: list[str] | None) -> None:
+def check_trace_options(by: str, depth: int, device: str) -> None:
     """Refuse bad or conflicting trace options up front, one message per option."""
-    from cnncost.cli.options import given
     if device not in ("meta", "cpu"):
         raise CnnCostError(f"--device must be meta or cpu, got {device!r}")
     if depth < 1:
@@ -103,13 +72,11 @@ def check_trace_options(ctx: typer.Context, by: str, depth: int, device: str, in
         raise CnnCostError(f"unknown --by {by!r}; choose one of {', '.join(TRACE_LEVELS)}")
     if depth != 1 and by != "module":
         raise CnnCostError("--depth applies only to --by module")
-    clash = [f"--{name}" for name in ("size", "batch", "channels") if inputs and given(ctx, name)]
-    if clash:
-        raise CnnCostError(f"--input gives the whole input shape; it cannot be combined with {', '.join(clash)}")
 
 
-@app.command()
-def verify(
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
     models: Annotated[Optional[List[str]], typer.Argument(help=TARGET_HELP + " Wildcards match registered names.")]
     = None,
     every: Annotated[bool, typer.Option("--all", help="Every registered model.")] = False,
@@ -129,31 +96,27 @@ def verify(
     dtype: DtypeOpt = "fp32",
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
-    quiet: QuietOpt = False,  # H3: progress bar over the models
+    quiet: QuietOpt = False,
 ) -> int:
     """Analytic spec vs cnncost's trace vs fvcore / ptflops / torch: per layer, per category, every difference
     named. Exit status 1 if a conv or linear layer of a spec disagrees with the real model."""
-    from cnncost.cli.models import prepare
+    from cnncost import progress
     from cnncost.output import emit
+    from cnncost.trace.sources import parse_input
     from cnncost.trace.userfile import parse_kwargs
-    from cnncost.verify import report_data, report_tables, verify as check
+    from cnncost.verify import report_data, report_tables, verify_model
 
-    u = prepare(fmt, unit)
     chosen, names = tool_list(tools), targets(models, every)
     if layers not in ("diff", "all", "none"):
-        from cnncost.errors import CnnCostError
         raise CnnCostError(f"--layers must be diff, all or none, got {layers!r}")
-    from cnncost import progress  # H3: one bar on stderr naming the model in progress
-    from cnncost.trace.models import parse_input  # --input, and --aux refused on a model without heads
-    if inputs and (size is not None or batch != 1):
-        raise CnnCostError("--input gives the whole input shape; it cannot be combined with --size or --batch")
+    check_input_clash(ctx, inputs)
     shapes = [parse_input(text) for text in inputs or []]
-    results = progress.each("verify", names, lambda n: check(n, size, batch, chosen, aux, strict, dtype,
-                                                             parse_kwargs(arg), shapes, aux is not None))
+    results = progress.each("verify", names, lambda n: verify_model(n, size, batch, chosen, aux, strict, dtype,
+                                                                    parse_kwargs(arg), shapes, aux is not None))
     for v in results:
         notice([f"{v.model}: {n}" for n in v.trace.notes] + [f"{v.model}: {t} failed: {e}" for t, e in v.errors.items()])
-    data = report_data(results, u)
-    emit(report_tables(results, u, fmt, layers), fmt, output, data=data)
+    u = unit_of(unit)
+    emit(report_tables(results, u, fmt, layers), fmt, output, data=report_data(results, u))
     bad = [f"{v.model}: {m}" for v in results for m in v.mismatches]
     if bad:
         print(f"cnncost: verify: {len(bad)} conv/linear layer(s) disagree with the real model: "
@@ -163,7 +126,6 @@ def verify(
 
 def tool_list(text: str) -> tuple[str, ...]:
     """--tools as a tuple of known tools ('none' for no tool)."""
-    from cnncost.errors import CnnCostError
     from cnncost.trace.adapters import TOOLS
     chosen = tuple(t.strip() for t in text.split(",") if t.strip() and t.strip() != "none")
     unknown = [t for t in chosen if t not in TOOLS]
@@ -175,7 +137,6 @@ def tool_list(text: str) -> tuple[str, ...]:
 def targets(models: list[str] | None, every: bool) -> list[str]:
     """The models to verify: names as given (wildcards over the registry), or every registered model."""
     from cnncost import specs
-    from cnncost.errors import CnnCostError
     if every == bool(models):
         raise CnnCostError("give one or more models, or --all (not both)")
     if every:
