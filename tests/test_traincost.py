@@ -108,7 +108,7 @@ def test_a_measured_training_row_gives_hours_at_that_rate(tmp_path):
             "batch": 256, "device_name": "NVIDIA H100 80GB HBM3", "compile": True, "channels_last": True}
     csvio.append_rows(path, [{**base, "img_per_s": 3000.0}, {**base, "img_per_s": 9999.0, "dtype": "fp32"},
                              {**base, "error": "OutOfMemoryError: CUDA out of memory"}])
-    measured, assumed = train_cost("resnet18", epochs=90, csv_path=path).estimates
+    measured, assumed = train_cost("resnet18", epochs=90, csv=path).estimates
     assert measured["img_per_s"] == 3000.0 and "NVIDIA H100 80GB HBM3" in measured["basis"]
     assert measured["gpu_hours"] == pytest.approx(90 * 1_281_167 / 3000 / 3600, abs=1e-3)  # 10.677 hours
     assert assumed["mfu"] == 0.3

@@ -112,7 +112,9 @@ def read_rows(path: str | Path):
                            encoding=ENCODING)
     except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
         raise CnnCostError(f"{path} is not a readable bench CSV ({one_line(e)})") from None
-    return impossible_marked(rows)
+    rows = impossible_marked(rows)
+    rows.attrs["path"] = str(path)  # named in messages about its rows
+    return rows
 
 
 MEASURED = ("batch", "size", "img_per_s")  # must be positive finite numbers where a row has them

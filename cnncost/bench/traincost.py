@@ -6,6 +6,8 @@ thumb comes from them), but it is not 3x for every layer and not for the first o
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -132,11 +134,12 @@ def hours_at_rate(images: int, img_per_s: float) -> float:
     return images / img_per_s / 3600
 
 
-def measured_rate(csv_path, model: str, size: int, dtype: str) -> dict:
-    """The fastest error-free training row of this model, size and dtype in a bench CSV; a one-line error naming
-    the rows the CSV has when none matches."""
+def measured_rate(csv, model: str, size: int, dtype: str) -> dict:
+    """The fastest error-free training row of this model, size and dtype in a bench CSV (a path, or its rows
+    already read); a one-line error naming the rows the CSV has when none matches."""
     from cnncost.bench.csvio import read_rows
-    df = read_rows(csv_path)
+    df = read_rows(csv) if isinstance(csv, (str, Path)) else csv
+    csv_path = df.attrs.get("path", csv)
     usable = df[(df["mode"] == "train") & (df.error.fillna("") == "") & df.img_per_s.notna()]
     rows = usable[(usable.model == model) & (usable["size"] == size) & (usable.dtype == dtype)]
     if rows.empty:
@@ -150,11 +153,11 @@ def measured_rate(csv_path, model: str, size: int, dtype: str) -> dict:
             "on_cpu": str(row.device).lower() == "cpu"}
 
 
-def estimates(cost: TrainCost, csv_path, device_key: str, dtype: str, mfu: float) -> list[dict]:
+def estimates(cost: TrainCost, csv, device_key: str, dtype: str, mfu: float) -> list[dict]:
     """GPU-hours at a measured training throughput (when the CSV has a matching row) and at a stated MFU."""
     from cnncost.bench.devices import by_key
     out = []
-    rate = measured_rate(csv_path, cost.model, cost.size, dtype) if csv_path else None
+    rate = measured_rate(csv, cost.model, cost.size, dtype) if csv is not None else None
     if rate:
         hours = round(hours_at_rate(cost.images, rate["img_per_s"]), 3)
         out.append({"basis": f"measured {rate['img_per_s']:.1f} img/s training on {rate['device_name']}"
@@ -174,8 +177,9 @@ def estimates(cost: TrainCost, csv_path, device_key: str, dtype: str, mfu: float
 
 
 def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_size: int = IMAGENET_1K_TRAIN,
-               csv_path=None, device_key: str = "h100-sxm", dtype: str = "bf16", mfu: float = 0.3) -> TrainCost:
-    """The training budget of a model: per-kind factors, total MACs, and GPU-hours measured or at a stated MFU."""
+               csv=None, device_key: str = "h100-sxm", dtype: str = "bf16", mfu: float = 0.3) -> TrainCost:
+    """The training budget of a model: per-kind factors, total MACs, and GPU-hours measured (`csv`: a bench CSV's
+    path, or its rows already read) or at a stated MFU."""
     from cnncost.bench import counts
 
     check_budget(epochs, dataset_size)
@@ -192,7 +196,7 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
         core = int(table.train_macs[table.category.isin(CORE)].sum())
         cost = TrainCost(name, size, epochs, dataset_size, result.core_macs, core, int(table.train_macs.sum()),
                          result.source, by_kind(table), unsupported=dict(result.unsupported))
-    cost.estimates = estimates(cost, csv_path, device_key, dtype, mfu)
+    cost.estimates = estimates(cost, csv, device_key, dtype, mfu)
     return cost
 
 

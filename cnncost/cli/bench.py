@@ -152,8 +152,9 @@ def vertical(record: dict) -> list[dict]:
             for k, v in record.items()]
 
 
-def check_estimate(gpu: str, dtype: str, mfu: float, csv: str | None) -> None:
-    """The estimate's inputs checked before the model is traced: the MFU, the device and its dtype, the CSV."""
+def check_estimate(gpu: str, dtype: str, mfu: float, csv: str | None):
+    """The estimate's inputs checked before the model is traced: the MFU, the device and its dtype; the CSV's
+    rows, read once (None without --csv)."""
     from cnncost.bench.devices import by_key
     from cnncost.errors import CnnCostError
     if not 0 < mfu <= 1:  # NaN fails too
@@ -161,9 +162,10 @@ def check_estimate(gpu: str, dtype: str, mfu: float, csv: str | None) -> None:
     device = by_key(gpu)
     if device.peak_tflops(dtype) is None:
         raise CnnCostError(f"{device.name} has no {dtype} tensor-core mode; choose another --dtype")
-    if csv is not None:
-        from cnncost.bench.csvio import read_rows
-        read_rows(csv)
+    if csv is None:
+        return None
+    from cnncost.bench.csvio import read_rows
+    return read_rows(csv)
 
 
 @app.command("train-cost")
@@ -188,10 +190,10 @@ def train_cost(
     from cnncost.output import check_output, emit, in_unit
 
     u = unit_of(unit)
-    check_estimate(gpu, dtype, mfu, csv)
+    rows = check_estimate(gpu, dtype, mfu, csv)
     if output:
         check_output(output)  # again, now that the --csv it reads is known: never that file
-    cost = estimate(model, size, epochs, dataset_size, csv, gpu, dtype, mfu)
+    cost = estimate(model, size, epochs, dataset_size, rows, gpu, dtype, mfu)
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))
         print(f"cnncost: warning: no formula for {ops}; counted as 0 in the totals", file=sys.stderr)
