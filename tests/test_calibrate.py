@@ -324,6 +324,14 @@ def test_an_output_directory_is_refused_before_measuring(capsys, tmp_path):
     assert status == 2 and "it is a directory" in err
 
 
+def test_a_busy_machine_is_warned_about(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (6.3, 6.0, 5.0))
+    assert cal.busy().startswith("load average 6.3 over 2 CPUs: other work will slow and scatter the times")
+    monkeypatch.setattr("os.getloadavg", lambda: (0.4, 0.5, 0.5))
+    assert cal.busy() is None
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_one_line(capsys):
     status, _, err = cli(capsys, "calibrate", "--device", "cuda")

@@ -1,6 +1,7 @@
 """`cnncost calibrate`: measure what this machine achieves and write its device profile (JSON) for predict."""
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -48,9 +49,13 @@ def calibrate(
     """Measure matmul FLOP/s, memory bandwidth, the fixed cost per op and each op class's rate per dtype; print a
     summary and write the device profile (JSON) with -o."""
     from cnncost.output import emit, to_stdout, write_atomic
-    from cnncost.speed.calibrate import calibrate as measure, headline, summary
+    from cnncost.speed.calibrate import busy, calibrate as measure, check, headline, summary
 
-    profile = measure(device, dtype_list(dtype), threads, quick)
+    checked = check(device, dtype_list(dtype), threads)
+    warning = busy()
+    if warning:
+        print(f"cnncost: warning: {warning}", file=sys.stderr)
+    profile = measure(*checked, quick=quick)
     if output and output != "-":
         write_atomic(output, profile.to_json())
     if fmt == "json" or output == "-":

@@ -304,6 +304,12 @@ def runs_on_cuda(dtype: str, device: str) -> bool:
     return True
 
 
+def check(device: str, dtypes, threads: int | None) -> tuple[str, tuple[str, ...], int | None]:
+    """The device, dtypes and thread count checked (each bad one is one line) and normalised."""
+    device = check_device(device)
+    return device, check_dtypes(list(dtypes or ()), device), check_threads(threads)
+
+
 def plan_cases(plan: Plan) -> list[Case]:
     """Every case the plan measures, class by class."""
     chosen = []
@@ -443,23 +449,37 @@ def dtype_note(points: list[dict], dtype: str, base: str = "fp32") -> str:
     return f"{dtype} time per op / {base}'s (median over sizes; < 1 is faster): {', '.join(ratios)}"
 
 
-def load_note() -> str:
-    """The machine's load while measuring (other work on the CPUs slows and scatters every time)."""
+def load() -> tuple[float | None, int]:
+    """(the 1-minute load average, or None where unknown; the CPUs)."""
     import os
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0], os.cpu_count() or 1
     except (AttributeError, OSError):
-        return "load average unknown"
-    return f"load average {load:.1f} over {os.cpu_count()} CPUs at the end of the measurements"
+        return None, os.cpu_count() or 1
+
+
+def busy() -> str | None:
+    """A warning when other work keeps the CPUs busy (load average above half of them), which slows and scatters
+    every time measured; None on a quiet machine."""
+    average, cpus = load()
+    if average is None or average <= cpus / 2:
+        return None
+    return (f"load average {average:.1f} over {cpus} CPUs: other work will slow and scatter the times; calibrate "
+            f"on a quiet machine for a profile to predict with")
+
+
+def load_note() -> str:
+    """The machine's load at the end of the measurements, for the profile's notes."""
+    average, cpus = load()
+    shown = "unknown" if average is None else f"{average:.1f}"
+    return f"load average {shown} over {cpus} CPUs at the end of the measurements"
 
 
 def calibrate(device: str = "cpu", dtypes: tuple[str, ...] | None = None, threads: int | None = None,
               quick: bool = False, bar=None) -> dev.DeviceProfile:
     """Measure this machine and fit its DeviceProfile (see the module's docstring); inputs are checked first."""
     from cnncost import progress
-    device = check_device(device)
-    dtypes = check_dtypes(list(dtypes or ()), device)
-    threads = check_threads(threads)
+    device, dtypes, threads = check(device, dtypes, threads)
     plan = PLANS["quick" if quick else device.partition(":")[0]]
     cases = plan_cases(plan)
     total = len(cases) * len(dtypes) * (1 + ticks(plan.budget_s)) + 2 * ticks(plan.overhead_budget_s)
