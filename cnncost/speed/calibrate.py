@@ -252,7 +252,7 @@ class Plan:
 
 PLANS = {"quick": Plan((1,), 2, 0.015, 0.00005, 0.002, 5, 400, 0.02, 1 << 20, 0.02),
          "cpu": Plan((1, 8), None, 0.15, 0.00005, 0.01, 5, 400, 0.12, 1 << 25, 0.3),
-         "cuda": Plan((1, 8, 64, 256), None, 0.1, 0.002, 0.02, 5, 400, 0.05, 1 << 28, 0.2)}
+         "cuda": Plan((1, 16, 128), None, 0.05, 0.002, 0.02, 5, 400, 0.05, 1 << 28, 0.2)}
 DEFAULT_DTYPES = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "tf32", "fp16", "bf16")}
 TICK_S = 0.01  # progress is counted in hundredths of a second of expected work
 
