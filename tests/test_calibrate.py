@@ -319,6 +319,12 @@ def test_bad_input_is_one_line(capsys, argv, message):
     assert err.startswith("cnncost: error: ") and message in err
 
 
+def test_bad_input_writes_no_file(capsys, tmp_path):
+    target = tmp_path / "device.json"
+    status, _, _ = cli(capsys, "calibrate", "--quick", "--threads", "0", "-o", str(target))
+    assert status == 2 and not target.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_an_output_directory_is_refused_before_measuring(capsys, tmp_path):
     status, _, err = cli(capsys, "calibrate", "--quick", "-o", str(tmp_path))
     assert status == 2 and "it is a directory" in err
