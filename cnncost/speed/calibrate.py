@@ -19,6 +19,7 @@ Method.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,8 +36,8 @@ from cnncost.speed.fit import fit_rate
 from cnncost.speed.timing import TooSlow, measure
 
 TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-COUNTED_AS = {"tf32": "fp32"}
-WORK_COLUMNS = ("macs", "bias_adds", "bytes_read", "bytes_written")  # what device.work reads of a trace row  # dtype whose element size the tracer counts bytes in
+COUNTED_AS = {"tf32": "fp32"}  # dtype whose element size the tracer counts bytes in
+WORK_COLUMNS = ("macs", "bias_adds", "bytes_read", "bytes_written")  # what device.work reads of a trace row
 
 
 class Call(nn.Module):
@@ -451,7 +452,6 @@ def dtype_note(points: list[dict], dtype: str, base: str = "fp32") -> str:
 
 def load() -> tuple[float | None, int]:
     """(the 1-minute load average, or None where unknown; the CPUs)."""
-    import os
     try:
         return os.getloadavg()[0], os.cpu_count() or 1
     except (AttributeError, OSError):
