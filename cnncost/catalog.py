@@ -41,7 +41,7 @@ def registered(name: str):
         return None
 
 
-def counted(model: str, size: int | None = None, batch: int = 1, dtype: str = "fp32") -> Result:
+def counted(model: str, size: int | None = None, batch: int | None = None, dtype: str = "fp32") -> Result:
     """The analytic result of a registered model; any other name `cnncost trace` accepts (a torchvision model,
     FILE.py:FACTORY) is counted by tracing the real model on the meta device (weights=None)."""
     entry = registered(model)
@@ -272,7 +272,7 @@ def by_stage(results: list[Result], unit: Unit) -> list[dict]:
     return rows
 
 
-def comparison(models: Sequence[str], size: int | None = None, batch: int = 1, dtype: str = "fp32",
+def comparison(models: Sequence[str], size: int | None = None, batch: int | None = None, dtype: str = "fp32",
                unit: Unit = UNITS["macs"], metadata: bool = True) -> tuple[list[dict], list[dict]]:
     """Totals rows (ratios to the first model) and per-stage rows of several models, exact integers or None."""
     if len(models) < 2:
@@ -286,7 +286,7 @@ def comparison(models: Sequence[str], size: int | None = None, batch: int = 1, d
     return rows, by_stage(results, unit)
 
 
-def compare(models: Sequence[str], size: int | None = None, batch: int = 1, dtype: str = "fp32",
+def compare(models: Sequence[str], size: int | None = None, batch: int | None = None, dtype: str = "fp32",
             unit: Unit = UNITS["macs"], metadata: bool = True) -> Comparison:
     """Totals (one row per model, ratios to the first) and the per-stage table (conv1, conv2_x, ... fc)."""
     totals, stages = comparison(models, size, batch, dtype, unit, metadata)

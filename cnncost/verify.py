@@ -555,7 +555,7 @@ def core_mismatches(v: Verification) -> list[str]:
     return out
 
 
-def verify_model(name: str, size: int | None = None, batch: int = 1, tools: tuple[str, ...] | None = None,
+def verify_model(name: str, size: int | None = None, batch: int | None = None, tools: tuple[str, ...] | None = None,
            aux: bool | None = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None,
            shapes: list | None = None, aux_given: bool = False) -> Verification:
     """Trace a model, run the tools, join everything with the analytic spec and explain every difference.
@@ -596,11 +596,11 @@ def aux_parameters(source) -> int:
     return sum(p.numel() for p in with_aux.parameters()) - sum(p.numel() for p in without.parameters())
 
 
-def metadata(source, batch: int, size: int | None) -> dict:
+def metadata(source, batch: int | None, size: int | None) -> dict:
     """torchvision's published num_params and _ops, when the model is torchvision's own at batch 1 and its size."""
     from cnncost.trace.models import torchvision_meta
     tv = source.implementation.removeprefix("torchvision.models.")
-    if source.paper_variant or tv == source.implementation or batch != 1 or size not in (None, source.resolution):
+    if source.paper_variant or tv == source.implementation or batch not in (None, 1) or size not in (None, source.resolution):
         return {}
     return torchvision_meta(tv)
 

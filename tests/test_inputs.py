@@ -57,6 +57,29 @@ def tied():
 
 def data_dependent():
     return DataDependent(), torch.ones(3, 4)
+
+class Keyed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 8)
+        self.b = nn.Conv1d(2, 4, 3)
+
+    def forward(self, batch: dict):
+        return self.a(batch["x"]).sum() + self.b(batch["s"]).sum()
+
+def keyed():
+    return Keyed(), {"batch": {"x": torch.randn(2, 16), "s": torch.randn(2, 2, 20)}}
+
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(x)
+
+def image_example():
+    return Conv(), torch.randn(2, 3, 8, 8)
 '''
 
 # TwoInputs on x (2, 4) and ids (2, 10): proj 2 * 4 * 8 = 64 MACs, head 2 * 8 * 3 = 48 MACs -> 112 linear MACs;
@@ -246,3 +269,51 @@ def test_inputs_given_to_count_win_over_a_factorys_example(tmp_path):
                                       "    return torch.nn.Linear(8, 3, bias=False), torch.zeros(1, 8)\n")
     result = count(f"{tmp_path / 'pair.py'}:make", inputs=torch.zeros(4, 8))
     assert result.core_macs == 4 * 8 * 3
+
+
+# -- the user's input wins over a factory's example inputs, or the run is refused in one line ----------------------
+# Keyed on x (N, 16), s (N, 2, 20): a = N * 16 * 8 MACs; b = N * 4 * 18 (outputs) * 2 * 3 (taps) MACs.
+
+
+def keyed_macs(n: int) -> int:
+    return n * 16 * 8 + n * 4 * 18 * 2 * 3
+
+
+def test_batch_rebatches_a_factory_example(capsys, nets):
+    data = cli_json(capsys, "trace", f"{nets}:keyed", "--batch", "5")
+    assert data["input_shapes"] == [[5, 16], [5, 2, 20]] and data["totals"]["core_macs"] == keyed_macs(5)
+    own = cli_json(capsys, "trace", f"{nets}:keyed")  # no --batch: the example's own batch, 2
+    assert own["input_shapes"] == [[2, 16], [2, 2, 20]] and own["totals"]["core_macs"] == keyed_macs(2)
+
+
+def test_train_batch_wins_over_a_factory_example(capsys, nets):
+    data = cli_json(capsys, "train", f"{nets}:image_example", "--batch", "8")
+    # conv 8 * 4 * 8 * 8 outputs * 3 * 3 * 3 taps = 55,296 forward MACs
+    assert data["batch"] == 8 and data["input_shape"] == [8, 3, 8, 8]
+    assert data["totals"]["core_forward_macs"] == 8 * 4 * 8 * 8 * 27
+
+
+def test_input_replaces_a_factory_example_keeping_its_keys(capsys, nets):
+    data = cli_json(capsys, "trace", f"{nets}:keyed", "--input", "3x16", "--input", "3x2x20")
+    assert data["input_shapes"] == [[3, 16], [3, 2, 20]] and data["totals"]["core_macs"] == keyed_macs(3)
+    status, _, err = cli(capsys, "trace", f"{nets}:keyed", "--input", "3x16")
+    assert status == 2 and "--input gives 1 tensor(s), but its example inputs hold 2" in err
+
+
+def test_size_resizes_one_image_example_and_is_refused_otherwise(capsys, nets):
+    data = cli_json(capsys, "trace", f"{nets}:image_example", "--size", "16")
+    assert data["input_shapes"] == [[2, 3, 16, 16]] and data["totals"]["core_macs"] == 2 * 4 * 16 * 16 * 27
+    status, _, err = cli(capsys, "trace", f"{nets}:keyed", "--size", "64")
+    assert status == 2 and err.count("\n") == 1 and "--size applies to one image input" in err
+    assert "--input SHAPE" in err  # what can be given instead
+
+
+def test_fit_searches_a_factory_example(capsys, nets):
+    data = cli_json(capsys, "train", f"{nets}:keyed", "--fit", "1GB")
+    assert data["fit"]["largest_batch"] > 1000  # a model of a few KB: a large batch fits in 1 GB
+
+
+@pytest.mark.parametrize("command", ["trace", "train"])
+def test_channels_zero_is_refused(capsys, nets, command):
+    status, _, err = cli(capsys, command, f"{nets}:two", "--channels", "0")
+    assert status == 2 and "--channels must be positive, got 0" in err

@@ -6,8 +6,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import (BatchOpt, DtypeOpt, FormatOpt, OutputOpt, SizeOpt, UnitOpt, blank, layer_view, notice,
-                                 unit_of)
+from cnncost.cli.options import (DtypeOpt, FormatOpt, ModelBatchOpt, OutputOpt, SizeOpt, UnitOpt, blank, layer_view,
+                                 notice, unit_of)
 
 ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet50, resnext50 (see `cnncost list`).")]
 ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
@@ -72,7 +72,7 @@ def list_models(
 def show_command(
     model: ModelArg,
     size: SizeOpt = None,
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
     by: ByOpt = "layer",
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
@@ -122,7 +122,7 @@ def torchvision_name(model: str) -> str | None:
 def compare_command(
     models: Annotated[List[str], typer.Argument(help="Two or more models; ratios are to the first.")],
     size: SizeOpt = None,
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     stages: Annotated[bool, typer.Option("--stages", help="Only the per-stage table (what csv then holds).")] = False,

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, BatchOpt, ChannelsOpt, DtypeOpt, FormatOpt, InputOpt,
+from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, DtypeOpt, FormatOpt, InputOpt, ModelBatchOpt,
                                  OutputOpt, QuietOpt, SizeOpt, StrictOpt, UnitOpt, check_input_clash, layer_view,
                                  lower, named_model, notice, unit_of)
 from cnncost.errors import CnnCostError
@@ -20,7 +20,7 @@ def trace_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     size: SizeOpt = None,
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
     inputs: InputOpt = None,
     by: Annotated[str, typer.Option("--by", callback=lower,  # any case
                                     help="layer, module (the modules at --depth; 1 = top-level), kind or "
@@ -87,7 +87,7 @@ def verify_command(
                                         help="Layers shown in table/md: diff (mismatched or "
                                         "unexplained only), all, none.")] = "diff",
     size: SizeOpt = None,
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
     inputs: InputOpt = None,  # as trace's --input
     aux: AuxOpt = None,
     arg: ArgOpt = None,

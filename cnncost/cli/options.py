@@ -38,6 +38,14 @@ def unit_checked(value: str) -> str:
     return unit(lower(value)).name
 
 
+def positive(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+    """A count that must be at least 1 when given (--batch, --channels), refused before any work otherwise."""
+    if value is not None and value < 1:
+        from cnncost.errors import CnnCostError
+        raise CnnCostError(f"--{param.name} must be positive, got {value}")
+    return value
+
+
 def quiet_flag(value: bool) -> bool:
     """--quiet: remember it for the progress bars of this run."""
     from cnncost import progress
@@ -53,6 +61,9 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", callback=format_checke
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", is_eager=True, callback=output_checked,
                                                   help="Write to this file instead of printing ('-' is stdout).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size N of the NCHW input.")]
+ModelBatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", callback=positive,
+                                                      help="Batch size N (default 1, or the batch of a factory's "
+                                                           "example inputs, which it re-batches).")]
 SizeOpt = Annotated[Optional[int], typer.Option("--size", "-s", help="Input height = width (default: the model's own).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Element type for bytes moved: fp32, fp16, bf16, ...",
                                        callback=lower)]
@@ -66,8 +77,8 @@ ArgOpt = Annotated[Optional[List[str]], typer.Option("--arg", help="KEY=VALUE pa
                                                      "(3, 5), 'text'; true/false/none in any case); a bare word "
                                                      "such as relu is a string; anything else is an error.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if the model runs an op cnncost has no formula for.")]
-ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="Input channels of a FILE.py:FACTORY model "
-                                                    "(default 3).")]
+ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", callback=positive,
+                                                    help="Input channels of a FILE.py:FACTORY model (default 3).")]
 InputOpt = Annotated[Optional[List[str]], typer.Option("--input", "-i", help="An input tensor as SHAPE[:DTYPE], e.g. "
                                                        "1x3x224x224 or 1x10:int64 (integers are zeros); repeat for "
                                                        "several inputs. Replaces --size/--batch/--channels.")]

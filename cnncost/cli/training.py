@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, BatchOpt, ChannelsOpt, FormatOpt, InputOpt, OutputOpt,
-                                 SizeOpt, UnitOpt, lower, named_model, notice, unit_of)
+from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, FormatOpt, InputOpt, ModelBatchOpt,
+                                 OutputOpt, SizeOpt, UnitOpt, lower, named_model, notice, unit_of)
 
 SHOWN = ("name", "kind", "params", "forward_macs", "grad_input_macs", "grad_weight_macs", "recompute_macs",
          "optimizer_macs", "train_macs", "saved_bytes")
@@ -59,7 +59,7 @@ def category_rows(result) -> list[dict]:
 def train_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
     size: SizeOpt = None,
     inputs: InputOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", callback=lower,
@@ -73,21 +73,18 @@ def train_command(
                                                "a100-40gb, rtx4090: its memory from `cnncost devices`).")] = None,
     aux: AuxOpt = False,
     arg: ArgOpt = None,
-    channels: ChannelsOpt = 3,
+    channels: ChannelsOpt = None,
     unit: UnitOpt = "macs",
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
 ) -> None:
     """A training step (forward, cross-entropy, backward, optimizer) traced on the meta device: forward,
     grad-input, grad-weight and optimizer MACs per layer, the activations each saves, and the peak memory."""
-    from cnncost.errors import CnnCostError
     from cnncost.output import emit, in_unit
     from cnncost.trace.train import SOURCE, check_args, train_source
 
     u = unit_of(unit)
     check_args(optimizer, dtype)
-    if batch <= 0:
-        raise CnnCostError(f"--batch must be positive, got {batch}")
     target = memory_target(fit) if fit is not None else None
     source = named_model(ctx, model, aux, arg, channels, inputs)
     result = train_source(source, batch, size, optimizer, dtype, input_grad)
@@ -119,7 +116,7 @@ def train_command(
     emit(tables, fmt, output, data=data)
 
 
-def predicted_memory(source, batch: int, size, optimizer: str, dtype: str, input_grad: bool, device: str = "meta"):
+def predicted_memory(source, batch: int | None, size, optimizer: str, dtype: str, input_grad: bool, device: str = "meta"):
     """The memory tracker's per-module saved bytes and totals for the same step, each storage rounded to the CUDA
     allocator's 512-byte blocks as --fit does (None and a note if the tracker is missing)."""
     try:

@@ -57,10 +57,11 @@ def names(pattern: str = "*") -> list[str]:
     return sorted(hits, key=list(MODELS).index)
 
 
-def build(name: str, batch: int = 1, size: int | None = None) -> Spec:
+def build(name: str, batch: int | None = None, size: int | None = None) -> Spec:
     """The layer list of a model at an input size (default: its published resolution) and batch."""
     entry = resolve(name)
     size = entry.resolution if size is None else size
+    batch = 1 if batch is None else batch
     if batch <= 0 or size <= 0:
         raise CnnCostError(f"batch and input size must be positive, got batch {batch} and size {size}")
     return entry.build(Builder(entry.name, (batch, 3, size, size)), **entry.kwargs)

@@ -205,7 +205,8 @@ ADAPTERS = {"fvcore": fvcore_result, "ptflops": ptflops_result, "ptflops-aten": 
             "torch": torch_result}
 
 
-def run_tools(source: ModelSource, tools: tuple[str, ...] = TOOLS, batch: int = 1, size: int | None = None,
+def run_tools(source: ModelSource, tools: tuple[str, ...] = TOOLS, batch: int | None = None,
+              size: int | None = None,
               ) -> tuple[dict[str, Result], dict[str, str]]:
     """Each tool's Result for a model (one model and input per device, shared), and the tools that failed."""
     results, errors, built = {}, {}, {}

@@ -109,7 +109,7 @@ def has_forward(model: torch.nn.Module) -> bool:
     return type(model).forward is not torch.nn.Module.forward
 
 
-def count_source(source: ModelSource, batch: int = 1, size: int | None = None, device: str = "meta",
+def count_source(source: ModelSource, batch: int | None = None, size: int | None = None, device: str = "meta",
                  strict: bool = False, dtype: str = "fp32") -> Result:
     """Count a model source at an input size and batch; if its forward fails on meta (an op with no meta kernel,
     such as detection's nonzero), count it on its fallback device instead, with a notice: `Result.device` says

@@ -13,7 +13,7 @@ from cnncost.errors import CnnCostError
 from cnncost.trace.sources import ModelSource, one_line
 
 
-def with_cpu_fallback(source: ModelSource, batch: int, size: int | None, device: str, run: Callable, what: str,
+def with_cpu_fallback(source: ModelSource, batch: int | None, size: int | None, device: str, run: Callable, what: str,
                       done: str, hint: Callable[[Exception], str] = lambda e: ""):
     """run(device); if it fails on meta, run(source.fallback) instead (when the inputs and weights fit in memory),
     its notes saying so; any other failure of user code is one line naming `what` failed, plus hint(error)."""
@@ -48,7 +48,7 @@ def available_bytes() -> int:
         return 1 << 62
 
 
-def check_cpu_room(source: ModelSource, batch: int, size: int | None, error: Exception) -> None:
+def check_cpu_room(source: ModelSource, batch: int | None, size: int | None, error: Exception) -> None:
     """Refuse the fallback, in one line, when the inputs and weights alone need over half the free memory."""
     try:
         model, example = source.instantiate("meta")

@@ -358,7 +358,7 @@ class BatchPeaks:
     def report(self, batch: int) -> MemoryReport:
         """The MemoryReport of a step at this batch."""
         if batch not in self.reports:
-            x = self.source.batched_inputs(batch, self.size, "meta", self.example)
+            x = self.source.inputs(batch, self.size, "meta", self.example)
             targets = targets_for(batch)
             self.reports[batch] = traced_step(self.model, self.optimizer, x, targets, self.dtype, self.block)
         return self.reports[batch]

@@ -56,6 +56,8 @@ def load(name: str, aux: bool | None = None, kwargs: dict | None = None, channel
 def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int | None) -> ModelSource:
     """The source a name stands for, with the model's own input."""
     user = ":" in name and not name.lower().startswith("timm:")
+    if channels is not None and channels < 1:
+        raise CnnCostError(f"--channels must be a positive number of input channels, got {channels}")
     if channels not in (None, 3) and not user:
         raise CnnCostError(f"--channels applies only to FILE.py:FACTORY or package.module:FACTORY models; {name} "
                            f"takes 3-channel images (give other inputs with --input SHAPE)")
@@ -63,7 +65,7 @@ def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int
         raise CnnCostError("factory arguments (--arg) only apply to FILE.py:FACTORY or package.module:FACTORY models")
     if user:
         from cnncost.trace.userfile import user_model
-        return user_model(name, kwargs or {}, channels or 3)
+        return user_model(name, kwargs or {}, 3 if channels is None else channels)
     if name.lower().startswith("timm:"):
         return timm_model(name[5:])
     from cnncost import specs

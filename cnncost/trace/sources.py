@@ -181,40 +181,104 @@ class ModelSource:
         check_module(model, f"factory {self.name}")
         return move(model, device).eval(), example
 
-    def inputs(self, batch: int = 1, size: int | None = None, device: str = "meta", example: Any = None) -> Inputs:
-        """The model's inputs: the caller's example, the factory's `example`, the --input shapes (for detection
-        models: one list of images), or the model's own layout at a batch and size (size defaults to the model's
-        resolution)."""
+    def inputs(self, batch: int | None = None, size: int | None = None, device: str = "meta",
+               example: Any = None) -> Inputs:
+        """The model's inputs, the user's asking first. --input shapes replace everything (a factory's example keeps
+        its structure, dict keys and all, its tensors replaced in order); example inputs (the caller's, else the
+        factory's) are a default that `batch` re-batches and `size` resizes where there is one image input;
+        otherwise the model's own layout at `batch` (1) and `size` (its resolution). An override that cannot apply
+        is refused in one line."""
         given = self.example if self.example is not None else example
-        if given is not None:
-            return Inputs.of(given).to(device)
         if self.shapes:
             tensors = [make_tensor(s, d, device) for s, d in self.shapes]
-            return Inputs((tensors,) if self.layout == "images" else tuple(tensors))
+            inputs = (replaced(Inputs.of(given), tensors, self.name) if given is not None
+                      else Inputs((tensors,) if self.layout == "images" else tuple(tensors)))
+            return rebatched(inputs, batch) if batch is not None else inputs
+        if given is not None:
+            return adapted(Inputs.of(given), batch, size, self.channels if self.channels != 3 else None,
+                           self.name).to(device)
+        batch = 1 if batch is None else batch
         hw = (size, size) if size is not None else self.hw()
         if batch <= 0 or min(hw) <= 0 or self.channels <= 0:
             raise CnnCostError(f"batch, channels and size must be positive, got batch {batch}, "
                                f"channels {self.channels}, size {size}")
         return Inputs(LAYOUTS[self.layout](batch, self.channels, hw, device))
 
-    def batched_inputs(self, batch: int, size: int | None = None, device: str = "meta", example: Any = None) -> Inputs:
-        """The inputs at a batch, for --fit's search: --input shapes with their first dim set to it; fixed example
-        inputs cannot be re-batched."""
-        if self.example is not None or example is not None:
-            raise CnnCostError(f"{self.name}: --fit searches over the batch, but the factory returns fixed example "
-                               f"inputs; --fit needs inputs it can re-batch (--input shapes)")
-        if self.shapes:
-            return Inputs(tuple(make_tensor((batch, *s[1:]), d, device) for s, d in self.shapes))
-        return self.inputs(batch, size, device)
-
     def hw(self) -> tuple[int, int]:
         """The default input height and width."""
         r = self.resolution
         return (r, r) if isinstance(r, int) else tuple(r)
 
-    def input(self, batch: int = 1, size: int | None = None, device: str = "meta"):
+    def input(self, batch: int | None = None, size: int | None = None, device: str = "meta"):
         """The first input tensor (an NCHW batch for image models)."""
         return self.inputs(batch, size, device).tensors()[0]
+
+
+def describe(inputs: Inputs) -> str:
+    """Input tensors as '[0]: 2x3x32x32' (positional) or "['batch']['x']: 2x16" (keyword)."""
+    import torch
+    from torch.utils._pytree import keystr, tree_flatten_with_path
+    leaves, _ = tree_flatten_with_path((inputs.args, inputs.kwargs))
+    parts = [f"{keystr(path[1:])}: {'x'.join(map(str, t.shape))}" for path, t in leaves if isinstance(t, torch.Tensor)]
+    return ", ".join(parts) or "no tensor"
+
+
+def replaced(inputs: Inputs, tensors: list, name: str) -> Inputs:
+    """Example inputs with their tensors replaced, in order, by --input's (the structure kept); one line when the
+    counts differ."""
+    import torch
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+    leaves, spec = tree_flatten((inputs.args, inputs.kwargs))
+    slots = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor)]
+    if len(slots) != len(tensors):
+        raise CnnCostError(f"{name}: --input gives {len(tensors)} tensor(s), but its example inputs hold "
+                           f"{len(slots)} ({describe(inputs)}); give one --input per tensor, in that order")
+    for i, t in zip(slots, tensors):
+        leaves[i] = t
+    return Inputs(*tree_unflatten(leaves, spec))
+
+
+def rebatched(inputs: Inputs, batch: int) -> Inputs:
+    """The inputs at another batch: every tensor whose first dim is the first tensor's (the example's batch) gets
+    `batch` rows, taken from its own in turn (values kept: token ids stay valid)."""
+    import torch
+    from torch.utils._pytree import tree_map
+    if batch <= 0:
+        raise CnnCostError(f"batch must be positive, got {batch}")
+    first = next(iter(inputs.tensors()), None)
+    if first is None or first.dim() == 0 or first.shape[0] == batch:
+        return inputs
+    old = first.shape[0]
+
+    def rows(t):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != old:
+            return t
+        if t.is_meta:
+            return t.new_empty((batch, *t.shape[1:]))
+        return t.index_select(0, torch.arange(batch, device=t.device) % old)
+    return Inputs(*tree_map(rows, (inputs.args, inputs.kwargs)))
+
+
+def adapted(inputs: Inputs, batch: int | None, size: int | None, channels: int | None, name: str) -> Inputs:
+    """Example inputs with the user's --batch (every batched tensor), and --size and --channels where there is
+    exactly one image input (an N x C x H x W floating tensor); one line where they cannot apply."""
+    from torch.utils._pytree import tree_map
+    if batch is not None:
+        inputs = rebatched(inputs, batch)
+    if size is None and channels is None:
+        return inputs
+    images = [t for t in inputs.tensors() if t.dim() == 4 and t.is_floating_point()]
+    if len(images) != 1:
+        asked = " and ".join(f for f, v in (("--size", size), ("--channels", channels)) if v is not None)
+        raise CnnCostError(f"{name}: {asked} applies to one image input (N x C x H x W), but its example inputs "
+                           f"are {describe(inputs)}; give the inputs with --input SHAPE[:DTYPE] instead (one per "
+                           f"tensor, in order), or --batch to re-batch the example")
+    if (size is not None and size <= 0) or (channels is not None and channels <= 0):
+        raise CnnCostError(f"size and channels must be positive, got size {size}, channels {channels}")
+    image_ = images[0]
+    n, c, h, w = image_.shape
+    new = make_tensor((n, channels or c, size or h, size or w), image_.dtype, image_.device.type)
+    return Inputs(*tree_map(lambda t: new if t is image_ else t, (inputs.args, inputs.kwargs)))
 
 
 def split_example(built: Any) -> tuple[Any, Any]:

@@ -334,14 +334,14 @@ UNTRAINABLE = {"images": "detection models train on boxes and labels per image (
 SINGLE_VALUE_HINT = " (a batch norm over one value per channel cannot train: use --batch 2 or more)"
 
 
-def batch_of(inputs, batch: int) -> int:
+def batch_of(inputs, batch: int | None) -> int:
     """The batch of a step's inputs: the first input tensor's first dim (--input and example inputs set it)."""
     shapes = inputs.shapes()
-    return shapes[0][0] if shapes and shapes[0] else batch
+    return shapes[0][0] if shapes and shapes[0] else batch or 1
 
 
-def train_source(source, batch: int = 1, size: int | None = None, optimizer: str = "sgd", dtype: str = "fp32",
-                 input_grad: bool = False, device: str = "meta") -> TrainResult:
+def train_source(source, batch: int | None = None, size: int | None = None, optimizer: str = "sgd",
+                 dtype: str = "fp32", input_grad: bool = False, device: str = "meta") -> TrainResult:
     """Trace a model source's training step on the meta device at an input size and batch; if it fails there (a
     tensor made on the CPU inside forward, an op with no meta kernel), on the CPU instead, with a notice."""
     check_args(optimizer, dtype)
