@@ -748,9 +748,9 @@ def multi_head_attention(in_shape: Shape, key: Shape, value: Shape, heads: int, 
     averaged = (("average", reduction((batch, heads, length, source), 1, kind="mean")),) if average_weights else ()
     fused_bias = in_bias and not strided
     projections = [linear(shape_, embed, fused_bias) for shape_ in (in_shape, key, value)]
-    in_bias_adds = [("in_bias", Cost("in_proj_bias", p.out_shape, p.out_shape, bias_adds=math.prod(p.out_shape),
-                                     input_elements=math.prod(p.out_shape), category="linear"))
-                    for p in projections] if in_bias and strided else []
+    in_bias_adds = [(f"{name}_bias", Cost("in_proj_bias", p.out_shape, p.out_shape, bias_adds=math.prod(p.out_shape),
+                                          input_elements=math.prod(p.out_shape), category="linear"))
+                    for name, p in zip(("q_proj", "k_proj", "v_proj"), projections)] if in_bias and strided else []
     parts = (("q_proj", projections[0]), ("k_proj", projections[1]), ("v_proj", projections[2]), *in_bias_adds,
              *sdpa.parts, *averaged, ("out_proj", linear(in_shape, embed, out_bias)))
     return Cost("multi_head_attention", in_shape, in_shape, macs=sum(p.macs for _, p in parts),

@@ -296,9 +296,9 @@ MODULES = [  # (id, module, input shape, traced kind, MACs derived)
     ("local_response_norm_3d", lambda: nn.LocalResponseNorm(3), (1, 8, 3, 5, 5), "lrn", 8 * 75 * (3 + 4)),
     ("max_pool3d", lambda: nn.MaxPool3d(2), (1, 2, 4, 4, 4), "maxpool3d", 2 * 8 * 8),
     ("avg_pool3d", lambda: nn.AvgPool3d(3, stride=2, padding=1), (1, 2, 5, 5, 5), "avgpool3d", 2 * 27 * 27),
-    # a 1-d pool runs as its 2-d aten op on an N x C x 1 x L view: out (9 - 3) // 2 + 1 = 4 per channel
-    ("avg_pool1d", lambda: nn.AvgPool1d(3, stride=2), (1, 2, 9), "avgpool2d", 2 * 4 * 3),
-    ("max_pool1d", lambda: nn.MaxPool1d(2, ceil_mode=True), (1, 2, 9), "maxpool2d", 2 * 5 * 2),
+    # a 1-d pool is booked as 1-d (it runs as a 2-d op on a view): out (9 - 3) // 2 + 1 = 4 per channel
+    ("avg_pool1d", lambda: nn.AvgPool1d(3, stride=2), (1, 2, 9), "avgpool1d", 2 * 4 * 3),
+    ("max_pool1d", lambda: nn.MaxPool1d(2, ceil_mode=True), (1, 2, 9), "maxpool1d", 2 * 5 * 2),
     # 7 -> 3 bins [0, 3), [2, 5), [4, 7): 3 + 3 + 3 = 9 positions per dim
     ("adaptive_max_pool2d", lambda: nn.AdaptiveMaxPool2d(3), (1, 2, 7, 7), "adaptive_maxpool2d", 2 * 9 * 9),
     ("adaptive_max_pool3d", lambda: nn.AdaptiveMaxPool3d((1, 3, 3)), (1, 2, 2, 7, 7), "adaptive_maxpool3d",

@@ -141,7 +141,8 @@ def blank(rows: list[dict], fmt: str) -> list[dict]:
 def compact(rows: list[dict], unit) -> list[dict]:
     """Per-layer rows narrowed for reading: kernel/stride/groups as one 'window', bytes read + written as one."""
     def window(r: dict) -> str:
-        stride = r["stride"].split("x")[0] if r["stride"] else "1"
+        steps = set(r["stride"].split("x")) if r["stride"] else {"1"}
+        stride = steps.pop() if len(steps) == 1 else r["stride"]  # one number when every dim strides alike
         return r["kernel"] + (f"/{stride}" if stride != "1" else "") + (f" g{r['groups']}" if r["groups"] != 1 else "")
     return [{"name": r["name"], "kind": r["kind"], "in_shape": r["in_shape"], "out_shape": r["out_shape"],
              "window": window(r), "params": r["params"], unit.name: r[unit.name], "activations": r["activations"],

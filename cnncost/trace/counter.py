@@ -2,8 +2,9 @@
 
 Each op is attributed to the innermost module being called (``(model)`` for the root) and costed by the same
 formulas as the analytic specs, with the hyper-parameters read from the op's own arguments. So ``F.conv2d``,
-``x + y``, ``x * s`` and ``torch.cat`` count exactly like nn.Conv2d and friends. Rows are one per (module call,
-layer kind). Parameters are counted once per tensor, at the first op that reads them. Ops with no formula become
+``x + y``, ``x * s`` and ``torch.cat`` count exactly like nn.Conv2d and friends. Rows are one per op call (a
+composite layer, such as attention, one per part, named module.part). Parameters are counted once per tensor, at
+the first op that reads them. Ops with no formula become
 rows of their own and are listed in ``Result.unsupported``; never silently zero.
 
 The counter composes small trackers: the module call stack (modstack), parameter identity (ledger), costs by
@@ -37,7 +38,7 @@ COMPOSITES = frozenset(["scaled_dot_product_attention", "multi_head_attention", 
 
 
 class ForwardCounter(TorchDispatchMode):
-    """Collects one row per (module call, layer kind) of a forward pass."""
+    """Collects one row per op call of a forward pass (per part of a composite layer)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -45,7 +46,7 @@ class ForwardCounter(TorchDispatchMode):
         self.ledger = ParamLedger(model)
         self.costs = Costs()
         self.functions = FunctionMode(self.book)
-        self.rows: dict[tuple[int, str, str], dict] = {}  # (module call, kind, ORIGINS function or '') -> row
+        self.rows: list[dict] = []  # one per op call (and part), in call order
 
     def active(self):
         """A context in which the module stack, the function mode and this dispatch mode all track."""
@@ -61,23 +62,23 @@ class ForwardCounter(TorchDispatchMode):
         return out
 
     def book(self, layer: Layer | None, args: tuple, out: Any, func) -> None:
-        """Add one op's cost to its (module call, kind) row, with the parameters it reads for the first time."""
+        """One op's row (a composite's: one per part), with the parameters it reads for the first time."""
         op = op_label(func)
         c = self.costs.of_op(layer, op, args, out)
-        rows = [self.add(part, op, part.out_shape) for _, part in c.parts] if c.kind in COMPOSITES else []
-        row = rows[0] if rows else self.add(c, op, shape(first_tensor(out)))  # parameters: a composite's first part
-        params, buffers = self.ledger.first_reads(args)
-        row["params"] += params
-        row["buffers"] += buffers
+        parts = c.parts if c.kind in COMPOSITES else (("", c),)
+        rows = [self.add(part, op, suffix, part.out_shape if c.parts else shape(first_tensor(out)))
+                for suffix, part in parts]
+        named = {suffix: row for (suffix, _), row in zip(parts, rows) if suffix}
+        for owner, is_param, n in self.ledger.first_reads(args):  # a part's own module (out_proj), else the first
+            named.get(owner.rpartition(".")[2], rows[0])["params" if is_param else "buffers"] += n
 
-    def add(self, c: Cost, op: str, out_shape: tuple) -> dict:
-        """The row of the current module call for a cost's kind, with the cost added."""
+    def add(self, c: Cost, op: str, part: str, out_shape: tuple) -> dict:
+        """A new row of the current module call: one op (or part), named module.part for a composite's parts."""
         call, origin = self.modules.current, self.functions.origin
-        row = self.rows.setdefault((call.index, c.kind, origin), {"name": root_name(call.path), "module": call.cls,
-                                                                  "costs": [], "params": 0, "buffers": 0, "ops": []})
-        row["costs"].append(c)
-        row["out_shape"] = out_shape
-        row["ops"] += [op, origin] if origin else [op]
+        name = root_name(call.path) if not part else f"{call.path}.{part}" if call.path else part
+        row = {"name": name, "module": call.cls, "costs": [c], "params": 0, "buffers": 0,
+               "ops": [op, origin] if origin else [op], "out_shape": out_shape}
+        self.rows.append(row)
         return row
 
 

@@ -47,9 +47,8 @@ MODULE_KINDS = {"Conv2d": "conv2d", "Linear": "linear", "BatchNorm2d": "batchnor
                 "InstanceNorm1d": "instance_norm", "InstanceNorm2d": "instance_norm", "InstanceNorm3d": "instance_norm",
                 "MaxPool3d": "maxpool3d", "AvgPool3d": "avgpool3d", "AdaptiveAvgPool3d": "adaptive_avgpool3d",
                 "AdaptiveMaxPool2d": "adaptive_maxpool2d", "AdaptiveMaxPool3d": "adaptive_maxpool3d",
-                # 1-d pools run as their 2-d aten op on an N x C x 1 x L view: the traced row has the 2-d kind
-                "MaxPool1d": "maxpool2d", "AvgPool1d": "avgpool2d", "AdaptiveAvgPool1d": "adaptive_avgpool2d",
-                "AdaptiveMaxPool1d": "adaptive_maxpool2d",
+                "MaxPool1d": "maxpool1d", "AvgPool1d": "avgpool1d", "AdaptiveAvgPool1d": "adaptive_avgpool1d",
+                "AdaptiveMaxPool1d": "adaptive_maxpool1d",
                 "PReLU": "prelu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax",
                 "Upsample": "upsample", "UpsamplingBilinear2d": "upsample_bilinear",
                 "UpsamplingNearest2d": "upsample_nearest", "MultiheadAttention": "attention"}

@@ -16,12 +16,16 @@ class ParamLedger:
         self.owners.update({id(t): (False, t) for t in model.buffers()})
         self.aliases: dict[int, tuple[int, torch.Tensor]] = {}
         self.seen: set[int] = set()
-        self.module_of: dict[int, str] = {}  # parameter id -> the module path that owns it (first, if tied)
+        self.module_of: dict[int, str] = {}  # parameter / buffer id -> the module path owning it (first, if tied)
         self.shapes: dict[str, list[tuple[str, tuple]]] = {}  # module path -> (parameter's own name, shape)
+        self.names: dict[int, str] = {}  # parameter id -> its own name (weight, bias, in_proj_weight, ...)
         for name, p in model.named_parameters(remove_duplicate=False):
             owner, _, leaf = name.rpartition(".")
             self.module_of.setdefault(id(p), owner)
+            self.names.setdefault(id(p), leaf)
             self.shapes.setdefault(owner, []).append((leaf, tuple(p.shape)))
+        for name, b in model.named_buffers(remove_duplicate=False):
+            self.module_of.setdefault(id(b), name.rpartition(".")[0])
 
     def alias(self, source: torch.Tensor | None, out: Any) -> None:
         """A view or copy of a parameter is that parameter (linear's weight reaches addmm through aten.t)."""
@@ -39,16 +43,14 @@ class ParamLedger:
         """Whether an op's arguments include a parameter or buffer (or a view of one)."""
         return any(self.key(t) is not None for t in tree_leaves(args) if isinstance(t, torch.Tensor))
 
-    def first_reads(self, args: Any) -> tuple[int, int]:
-        """(parameter elements, buffer elements) an op reads for the first time; they are then seen."""
-        params = buffers = 0
+    def first_reads(self, args: Any) -> list[tuple[str, bool, int]]:
+        """(owning module path, is a parameter, elements) of each parameter or buffer an op reads for the first
+        time; they are then seen."""
+        found = []
         for t in tree_leaves(args):
             key = self.key(t) if isinstance(t, torch.Tensor) else None
             if key is not None and key not in self.seen:
                 self.seen.add(key)
                 is_param, tensor = self.owners[key]
-                if is_param:
-                    params += tensor.numel()
-                else:
-                    buffers += tensor.numel()
-        return params, buffers
+                found.append((self.module_of.get(key, ""), is_param, tensor.numel()))
+        return found

@@ -1,4 +1,4 @@
-"""A forward count's rows as a Result table: rows merged per (module call, kind), parameters per unique tensor,
+"""A forward count's rows as a Result table: one row per op call, parameters per unique tensor,
 parameters no op read as '(unused)' rows, the notes a reader needs, and roll-ups by module depth."""
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ def merge(name: str, costs: list[Cost], dtype: str) -> dict:
     return row
 
 
-def table_rows(rows: dict, dtype: str) -> list[dict]:
+def table_rows(rows: list[dict], dtype: str) -> list[dict]:
     """The counter's rows, parameters counted per unique tensor, real output shapes."""
     out = []
-    for acc in rows.values():
+    for acc in rows:
         row = merge(acc["name"], acc["costs"], dtype)
         row.update(params=acc["params"], buffers=acc["buffers"], out_shape=fmt_shape(acc["out_shape"]),
                    module=acc["module"], op=" ".join(dict.fromkeys(acc["ops"])))
@@ -61,7 +61,7 @@ def notes(unsupported: dict[str, int], table: pd.DataFrame) -> list[str]:
     return out
 
 
-def result_of(model: torch.nn.Module, rows: dict, ledger: ParamLedger, unsupported: dict[str, int], inputs: Inputs,
+def result_of(model: torch.nn.Module, rows: list[dict], ledger: ParamLedger, unsupported: dict[str, int], inputs: Inputs,
               name: str, source: str, dtype: str) -> Result:
     """The Result of a finished count: its rows, the unused parameters, where it ran and what to note."""
     table = frame(table_rows(rows, dtype) + unused_rows(model, ledger), extra=("module", "op"))

@@ -7,6 +7,7 @@ handlers, for direct calls.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -89,14 +90,6 @@ def attention_forward(args: tuple, out) -> Layer:
     return attention_layer(q, k, v, mask)
 
 
-def sdpa_signature(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                   enable_gqa=False):
-    """F.scaled_dot_product_attention's arguments (the builtin has no Python signature)."""
-
-
-SIGNATURES[F.scaled_dot_product_attention] = sdpa_signature
-
-
 @handles("scaled_dot_product_attention")
 def sdpa(args: tuple, out) -> Layer:
     """scaled_dot_product_attention(query, key, value, attn_mask, ...)."""
@@ -160,7 +153,7 @@ def recurrent(mode: str):
 
 
 for _mode in RNN_GATES:
-    SIGNATURES[getattr(torch, _mode)] = rnn_signature
+    SIGNATURES[getattr(torch, _mode)] = inspect.signature(rnn_signature)
     handles_function(getattr(torch, _mode))(recurrent(_mode))
 
 
@@ -168,7 +161,7 @@ def bilinear_signature(input1, input2, weight, bias=None):
     """F.bilinear's arguments (the builtin has no Python signature)."""
 
 
-SIGNATURES[F.bilinear] = bilinear_signature
+SIGNATURES[F.bilinear] = inspect.signature(bilinear_signature)
 
 
 @handles_function(F.bilinear)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 
 from cnncost.formulas import RESAMPLING, batch_norm_kind
@@ -146,6 +147,14 @@ for_ranks("adaptive_max_pool{0}d", adaptive_pool, reduce="max")
 # as aten.mean, like x.mean((2, 3)), and fvcore and ptflops count only the pool.
 function_as_op(F.adaptive_avg_pool2d, "adaptive_avg_pool2d")
 function_as_op(F.adaptive_avg_pool3d, "adaptive_avg_pool3d")
+# 1-d pools run as their 2-d aten op on an N x C x 1 x L view: booked at the function, as 1-d, with their own
+# shapes and stride.
+function_as_op(F.max_pool1d, "max_pool1d", like=F.max_pool1d_with_indices)
+function_as_op(F.max_pool1d_with_indices, "max_pool1d")
+function_as_op(F.adaptive_max_pool1d, "adaptive_max_pool1d", like=F.adaptive_max_pool1d_with_indices)
+function_as_op(F.adaptive_max_pool1d_with_indices, "adaptive_max_pool1d")
+function_as_op(torch.avg_pool1d, "avg_pool1d")
+function_as_op(torch.adaptive_avg_pool1d, "adaptive_avg_pool1d")
 
 
 # -- resampling ----------------------------------------------------------------------------------------------

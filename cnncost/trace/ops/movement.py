@@ -5,6 +5,8 @@ N x ... to N x rest (a `flatten` row, as the analytic specs have).
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +57,7 @@ def one_hot_signature(tensor, num_classes=-1):
     """F.one_hot's arguments (the builtin has no Python signature)."""
 
 
-SIGNATURES[F.one_hot] = one_hot_signature
+SIGNATURES[F.one_hot] = inspect.signature(one_hot_signature)
 
 
 @handles_function(F.one_hot)

@@ -61,10 +61,34 @@ def handles_function(*funcs: Callable) -> Callable:
     return FUNCTIONS.register(*funcs)
 
 
-def function_as_op(func: Callable, aten: str) -> None:
+def function_as_op(func: Callable, aten: str, like: Callable | None = None) -> None:
     """Book a torch function as one layer read by an aten op's handler: the function's arguments are passed in
-    the op's schema order, by name (the schema's `self` is the function's `input`)."""
+    the op's schema order, by name (the schema's `self` is the function's `input`). A function with no Python
+    signature (a builtin, or a wrapper taking *args) is read by `like`'s signature, or else the op's schema's."""
     FUNCTIONS.add([func], by_schema(aten))
+    if like is not None:
+        SIGNATURES[func] = inspect.signature(like)
+    elif not has_signature(func):
+        SIGNATURES[func] = schema_signature(aten)
+
+
+def has_signature(func: Callable) -> bool:
+    """Whether a function has a Python signature of named parameters (builtins and *args wrappers have none)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (ValueError, TypeError):
+        return False
+    return not any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
+def schema_signature(aten: str) -> inspect.Signature:
+    """A Python signature from an aten op's schema: its arguments by name (`self` as `input`), with defaults."""
+    params = []
+    for a in getattr(torch.ops.aten, aten).default._schema.arguments:
+        default = a.default_value if a.has_default_value() else inspect.Parameter.empty
+        params.append(inspect.Parameter("input" if a.name == "self" else a.name,
+                                        inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    return inspect.Signature(params)
 
 
 def by_schema(aten: str) -> Callable[[dict, Any], "Layer | None"]:
@@ -77,14 +101,14 @@ def by_schema(aten: str) -> Callable[[dict, Any], "Layer | None"]:
     return handler
 
 
-# A builtin torch function has no Python signature (F.scaled_dot_product_attention): a stub's stands in.
-SIGNATURES: dict[Callable, Callable] = {}
+# A builtin torch function has no Python signature (F.scaled_dot_product_attention): one given here stands in.
+SIGNATURES: dict[Callable, inspect.Signature] = {}
 
 
 @lru_cache(maxsize=None)
 def signature(func: Callable) -> inspect.Signature:
-    """A torch function's Python signature (cached); a builtin's from its stub in SIGNATURES."""
-    return inspect.signature(SIGNATURES.get(func, func))
+    """A torch function's Python signature (cached); a builtin's from SIGNATURES."""
+    return SIGNATURES[func] if func in SIGNATURES else inspect.signature(func)
 
 
 def bound_args(func: Callable, args: tuple, kwargs: dict | None) -> dict[str, Any]:
