@@ -57,9 +57,49 @@ MARKERS = frozenset({"_record_function_enter_new", "_record_function_exit", "_re
 PART_COLUMN = {"grad_input": "grad_input_macs", "grad_weight": "grad_weight_macs", "grad_bias": "grad_bias_adds"}
 
 
+class Booking:
+    """The rows of one op a training step books: a forward op's (one per part of a composite), the loss's, or the
+    rows an op with no forward op of its own lands in; the parameters it read, to tell its gradients apart."""
+
+    def __init__(self, index: int, name: str, cls: str, call: int, kind: str = ""):
+        self.index, self.name, self.cls, self.call, self.kind = index, name, cls, call, kind
+        self.rows: list[dict] = []
+        self.reads: dict[int, tuple[str, tuple, str]] = {}  # parameter id -> (own name, shape, owning module)
+
+    def row(self, kind: str, category: str, foreign: bool = False) -> dict:
+        """A new row of this booking."""
+        row = {"name": self.name, "module": self.cls, "kind": kind, "category": category, "params": 0,
+               **dict.fromkeys(MACS + ADDS, 0), "order": (self.index, len(self.rows) + (1000 if foreign else 0))}
+        self.rows.append(row)
+        return row
+
+    @property
+    def composite(self) -> bool:
+        """Whether the op is a composite layer booked as parts (attention): its rows are named module.part."""
+        return len(self.rows) > 1 and any(r["name"] != self.name for r in self.rows)
+
+    def of_category(self, category: str, kind: str) -> dict:
+        """The row a backward op of a category lands in: the forward row of that category, else (and for a
+        composite's parts, whose backward runs as one) a row of its own per category under the op call's name,
+        so that every row holds one category."""
+        own = [r for r in self.rows if r["order"][1] >= 1000 or not self.composite]
+        found = next((r for r in own if r["category"] == category), None)
+        if found is not None:
+            return found
+        row = self.row(f"{self.kind}_backward" if self.composite else kind, category, foreign=True)
+        row["name"] = self.name
+        return row
+
+    def owning(self, module: str) -> dict:
+        """The row of the part a parameter's module names (a composite's out_proj), else the first row."""
+        leaf = module.rpartition(".")[2]
+        return next((r for r in self.rows if r["name"].rpartition(".")[2] == leaf and r["name"] != self.name),
+                    self.rows[0])
+
+
 class TrainCounter(TorchDispatchMode):
-    """Books every op of a training step (forward, loss, backward, optimizer) in its owning module's row; composes
-    the module call stack, the parameter ledger and the costs, as the forward counter does."""
+    """Books every op of a training step (forward, loss, backward, optimizer) in the row of the op call it
+    belongs to; composes the module call stack, the parameter ledger and the costs, as the forward counter does."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
         super().__init__()
@@ -68,16 +108,15 @@ class TrainCounter(TorchDispatchMode):
         self.ledger = ParamLedger(model)
         self.costs = Costs()
         self.functions = FunctionMode(self.book)
-        self.classes = {n: type(m).__name__ for n, m in model.named_modules()}
-        self.spans: list[tuple[int, int, str]] = []  # (first, end) autograd sequence numbers per module call
-        self.open: list[int] = []
-        self.node_owner: dict[int, str] | None = None
+        self.bookings: list[Booking] = []
+        self.node_owner: dict[int, Booking] = {}  # autograd sequence number -> the booking whose op made the node
+        self.mark = torch._C._autograd._get_sequence_nr()  # nodes from here on are not yet owned
+        self.first_reader: dict[int, Booking] = {}  # parameter id -> the booking that read it first
+        self.by_kind: dict[tuple[str, str], dict] = {}  # (module path, kind) -> first forward row (recomputation)
         self.phase = "idle"  # idle -> forward -> loss -> (backward, told by autograd) -> optimizer
-        self.state_owner: dict[int, tuple[str, torch.Tensor]] = {}
-        self.last_owner = ""
-        self.acc: dict[tuple[str, str], dict] = {}  # (module, '' or a foreign category) -> row
-        self.core_modules: set[str] = set()
-        self.by_category: dict[tuple[str, str], int] = {}
+        self.state_owner: dict[int, tuple[dict, torch.Tensor]] = {}  # tensor id -> (the row it updates, tensor)
+        self.last_owner: dict | None = None
+        self.pending: list[int] = []  # nodes free ops made, for the next op of their module call
 
     def active(self):
         """A context in which the module stack, the function mode, the optimizer's step hook and this dispatch
@@ -87,51 +126,74 @@ class TrainCounter(TorchDispatchMode):
     # -- where an op belongs ------------------------------------------------------------------------------
 
     def entered(self, call: Call) -> None:
-        """A module call began: remember the first autograd sequence number it may create."""
+        """A module call began: the forward is under way."""
         if self.phase == "idle":
             self.phase = "forward"
-        self.open.append(len(self.spans))
-        self.spans.append((torch._C._autograd._get_sequence_nr(), -1, call.path))
 
     def left(self, call: Call) -> None:
-        """A module call ended: close its range of sequence numbers."""
-        index = self.open.pop()
-        first, _, name = self.spans[index]
-        self.spans[index] = (first, torch._C._autograd._get_sequence_nr(), name)
-        if self.node_owner is not None:  # re-run in backward (reentrant checkpointing): its nodes are new
-            for seq in range(first, self.spans[index][1]):
-                self.node_owner.setdefault(seq, name)
-        if not self.open:
+        """A module call ended: nodes its free ops made with no op after them belong to its last op (or a booking
+        of their own); when the model's own call ends, the loss follows."""
+        if self.pending:
+            last = self.bookings[-1] if self.bookings and self.bookings[-1].call == call.index else None
+            owner = last or self.new_booking(call)
+            self.node_owner.update(dict.fromkeys(self.pending, owner))
+            self.pending.clear()
+        if not self.modules.inside() and self.phase == "forward":
             self.phase = "loss"
 
-    def owner_of_node(self, node) -> str:
-        """The module whose forward created an autograd node (innermost call); (loss) after the model's forward."""
-        if self.node_owner is None:
-            self.node_owner = {}
-            for first, end, name in self.spans:  # pre-order: an inner call overwrites its parent
-                self.node_owner.update(dict.fromkeys(range(first, end), name))
-        if node is None:
-            return LOSS
-        variable = getattr(node, "variable", None)  # AccumulateGrad: the parameter's own module
-        if isinstance(variable, torch.Tensor):
-            return self.ledger.module_of.get(id(variable), "")
-        return self.node_owner.get(node._sequence_nr(), LOSS)
+    def new_booking(self, call: Call | None = None, kind: str = "") -> Booking:
+        """A booking for the op being seen, named for the current module call ((loss) after the forward)."""
+        call = call or self.modules.current
+        name = root_name(call.path) if self.phase in ("idle", "forward") or self.modules.inside() else LOSS
+        booking = Booking(len(self.bookings), name, call.cls if name != LOSS else "", call.index, kind)
+        self.bookings.append(booking)
+        return booking
+
+    def new_nodes(self) -> list[int]:
+        """The autograd nodes made since the last op (a node is made just before its op runs)."""
+        now = torch._C._autograd._get_sequence_nr()
+        made, self.mark = list(range(self.mark, now)), now
+        return made
+
+    def own_nodes(self, booking: Booking) -> None:
+        """This op's nodes, and those of the free ops before it in its module call, are the booking's."""
+        self.node_owner.update(dict.fromkeys([*self.pending, *self.new_nodes()], booking))
+        self.pending.clear()
+
+    def owner_of_node(self, node) -> Booking:
+        """The booking whose op made an autograd node; a parameter's gradient accumulation belongs to the op that
+        first read it; the graph's root and unknown nodes to the loss."""
+        variable = getattr(node, "variable", None) if node is not None else None
+        if isinstance(variable, torch.Tensor) and id(variable) in self.first_reader:
+            return self.first_reader[id(variable)]
+        owner = self.node_owner.get(node._sequence_nr()) if node is not None else None
+        return owner if owner is not None else self.loss_booking()
+
+    def loss_booking(self) -> Booking:
+        """The first booking of the loss (a new one if the loss ran no op of its own)."""
+        booking = next((b for b in self.bookings if b.name == LOSS), None)
+        if booking is None:
+            booking = Booking(len(self.bookings), LOSS, "")
+            self.bookings.append(booking)
+        return booking
 
     def start_optimizer(self, *_) -> None:
-        """Optimizer step pre-hook: every parameter, gradient and state tensor knows its module."""
+        """Optimizer step pre-hook: every parameter, gradient and state tensor knows the op that read it."""
         self.phase = "optimizer"
         for group in self.optimizer.param_groups:
             for p in group["params"]:
-                owner = self.ledger.module_of.get(id(p), "")
-                tensors = [p, p.grad, *self.optimizer.state.get(p, {}).values()]
-                for t in tensors:
+                reader = self.first_reader.get(id(p))
+                owner = reader.owning(self.ledger.module_of.get(id(p), "")) if reader and reader.rows else \
+                    self.loss_booking().of_category("other", "optimizer")
+                for t in [p, p.grad, *self.optimizer.state.get(p, {}).values()]:
                     if isinstance(t, torch.Tensor):
                         self.state_owner[id(t)] = (owner, t)
 
-    def optimizer_owner(self, args: tuple, out) -> str:
-        """The module whose parameter an optimizer op updates; its outputs inherit that owner."""
+    def optimizer_owner(self, args: tuple, out) -> dict:
+        """The row whose parameter an optimizer op updates; its outputs inherit that owner."""
         owner = next((self.state_owner[id(t)][0] for t in tree_leaves(args)
                       if isinstance(t, torch.Tensor) and id(t) in self.state_owner), self.last_owner)
+        owner = owner or self.loss_booking().of_category("other", "optimizer")
         self.last_owner = owner
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -153,80 +215,92 @@ class TrainCounter(TorchDispatchMode):
             layer_seen(func, args, kwargs, out, self.ledger)
         if booked:
             self.book(layer, args, out, func)
+        elif torch.is_grad_enabled():  # a free op (a view): its nodes go with the next op of its module call
+            self.pending += self.new_nodes()
         return out
 
     def book(self, layer, args: tuple, out, func) -> None:
-        """Add one op's cost to its module's row, in the column of its phase (and its parts' columns)."""
+        """One op's cost in the row of the op call it belongs to, in the column of its phase (and its parts')."""
         c = self.costs.of_op(layer, op_label(func), args, out)
         node = torch._C._current_autograd_node()
         if node is not None or torch._C._current_graph_task_id() != -1:
-            name = self.owner_of_node(node)
             if torch.is_grad_enabled():  # checkpointing re-runs a forward in backward, recording its graph
-                self.add(self.modules.current.path if self.modules.inside() else name, "recompute_macs", c,
-                         forward=True)
+                row = self.recomputed(c)
+                row["recompute_macs"] += c.macs
+                self.own_nodes(self.bookings[row["order"][0]])
             else:
-                self.add_backward(name, c, args, out)
+                self.add_backward(self.owner_of_node(node), c, args, out)
         elif self.phase == "optimizer":
-            self.add(self.optimizer_owner(args, out), "optimizer_macs", c)
+            self.optimizer_owner(args, out)["optimizer_macs"] += c.macs
         else:
-            name = self.modules.current.path if self.phase == "forward" else LOSS
-            for part in [p for _, p in c.parts] if c.kind in COMPOSITES else [c]:  # attention: products = linear
-                self.add(name, "forward_macs", part, forward=True)
+            self.add_forward(c, args)
 
-    def add_backward(self, name: str, c: Cost, args: tuple, out) -> None:
-        """A backward op: its parts in their columns, else a matrix product or reduction classified by shapes."""
-        if c.parts and all(part in PART_COLUMN for part, _ in c.parts):
-            for part, p in c.parts:
-                self.add(name, PART_COLUMN[part], p, foreign=True)
-            return
-        column = self.gradient_column(name, c, args, out)
-        bias = column == "grad_bias_adds"
-        self.add(name, column, c, c.macs + c.bias_adds if bias else None, foreign=not bias)
+    def add_forward(self, c: Cost, args: tuple) -> None:
+        """A forward (or loss) op: a booking with one row per part of a composite, the parameters it reads first
+        on their own part's row (out_proj's on out_proj), the nodes it made."""
+        parts = c.parts if c.kind in COMPOSITES else (("", c),)
+        booking = self.new_booking(kind=c.kind)
+        for suffix, part in parts:
+            row = booking.row(part.kind, part.category)
+            if suffix:
+                row["name"] = f"{booking.name}.{suffix}" if booking.name != "(model)" else suffix
+            row["forward_macs"] += part.macs
+            row["bias_adds"] += part.bias_adds
+            self.by_kind.setdefault((booking.name, part.kind), row)
+        for t in tree_leaves(args):
+            key = self.ledger.key(t) if isinstance(t, torch.Tensor) else None
+            if key is not None and self.ledger.owners[key][0]:
+                booking.reads[key] = (self.ledger.names.get(key, ""), tuple(self.ledger.owners[key][1].shape),
+                                      self.ledger.module_of.get(key, ""))
+                self.first_reader.setdefault(key, booking)
+        for owner, is_param, n in self.ledger.first_reads(args):
+            if is_param:
+                booking.owning(owner)["params"] += n
+        self.own_nodes(booking)
 
-    def gradient_column(self, name: str, c: Cost, args: tuple, out) -> str:
-        """grad_weight_macs for an op that reads no parameter and yields one of the module's parameter shapes,
-        grad_bias_adds when that parameter is a bias (the sum of dY), else grad_input_macs. Where a weight and a
-        bias have that shape, a matrix product makes the weight's gradient and any other reduction the bias's."""
-        produced = shape(first_tensor(out))
-        reads_param = self.ledger.reads_any(args)
-        squeezed = tuple(s for s in produced if s != 1)
-        matches = {"bias" in leaf for leaf, s in self.ledger.shapes.get(name, [])
-                   if produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1)}
-        if reads_param or not matches:
-            return "grad_input_macs"
-        is_bias = matches == {True} or (len(matches) == 2 and c.category not in CORE)
-        return "grad_bias_adds" if is_bias else "grad_weight_macs"
-
-    def row(self, name: str, category: str, foreign: bool) -> dict:
-        """A module's row; a conv or linear module's backward ops of another category (the adds of gradients
-        meeting at a fork) get a row of their own, so its row holds exactly its forward, dX and dW."""
-        key = (name, category if foreign and name in self.core_modules and category not in CORE else "")
-        row = self.acc.get(key)
+    def recomputed(self, c: Cost) -> dict:
+        """The forward row a recomputed op repeats: the first of its kind in the re-entered module call."""
+        name = root_name(self.modules.current.path) if self.modules.inside() else LOSS
+        row = self.by_kind.get((name, c.kind))
         if row is None:
-            row = self.acc[key] = {"name": LOSS if name == LOSS else root_name(name),
-                                   "module": self.classes.get(name, ""), "kinds": {}, "backward_kinds": {},
-                                   **dict.fromkeys(MACS + ADDS, 0)}
+            booking = self.new_booking()
+            row = self.by_kind[(name, c.kind)] = booking.row(c.kind, c.category)
         return row
 
-    def add(self, name: str, column: str, c: Cost, amount: int | None = None, forward: bool = False,
-            foreign: bool = False) -> None:
-        """Book a cost's MACs (in grad_bias_adds: its bias adds, or `amount`) in its module's row (see row) and in
-        the category totals."""
-        if forward and c.category in CORE:
-            self.core_modules.add(name)
-        row = self.row(name, c.category, foreign)
-        if amount is None:
-            amount = c.bias_adds if column == "grad_bias_adds" else c.macs
-        row[column] += amount
-        if forward:
-            row["bias_adds"] += c.bias_adds
-            row["kinds"][(c.kind, c.category)] = row["kinds"].get((c.kind, c.category), 0) + c.macs
-        else:
-            row["backward_kinds"].setdefault((c.kind, c.category), 0)
-            if column != "grad_bias_adds":
-                row["grad_bias_adds"] += c.bias_adds
-        key = (column, c.category)
-        self.by_category[key] = self.by_category.get(key, 0) + amount
+    def add_backward(self, owner: Booking, c: Cost, args: tuple, out) -> None:
+        """A backward op in its forward op's rows: its parts in their columns, else a matrix product or
+        reduction classified by the parameters the forward op read."""
+        if c.parts and all(part in PART_COLUMN for part, _ in c.parts):
+            for part, p in c.parts:
+                row = owner.of_category(p.category, p.kind)
+                row[PART_COLUMN[part]] += p.bias_adds if part == "grad_bias" else p.macs
+                if part != "grad_bias":
+                    row["grad_bias_adds"] += p.bias_adds
+            return
+        column, module = self.gradient_column(owner, c, args, out)
+        if column != "grad_input_macs":  # a parameter's gradient, on the row that owns the parameter
+            row = owner.owning(module) if owner.rows else owner.of_category(c.category, c.kind)
+            row[column] += c.macs + c.bias_adds if column == "grad_bias_adds" else c.macs
+            return
+        row = owner.of_category(c.category, c.kind)
+        row[column] += c.macs
+        row["grad_bias_adds"] += c.bias_adds
+
+    def gradient_column(self, owner: Booking, c: Cost, args: tuple, out) -> tuple[str, str]:
+        """(column, module of the parameter): grad_weight_macs for an op that reads no parameter and yields the
+        shape of a parameter its forward op read, grad_bias_adds when that parameter is a bias (the sum of dY),
+        else grad_input_macs. Where a weight and a bias have that shape, a matrix product makes the weight's
+        gradient and any other reduction the bias's."""
+        produced = shape(first_tensor(out))
+        squeezed = tuple(s for s in produced if s != 1)
+        matches = {("bias" in leaf, module) for leaf, s, module in owner.reads.values()
+                   if produced in (s, s[::-1]) or squeezed == tuple(d for d in s if d != 1)}
+        if self.ledger.reads_any(args) or not matches:
+            return "grad_input_macs", ""
+        biases = {bias for bias, _ in matches}
+        is_bias = biases == {True} or (len(biases) == 2 and c.category not in CORE)
+        module = next(m for bias, m in matches if bias == is_bias)
+        return ("grad_bias_adds" if is_bias else "grad_weight_macs"), module
 
 
 class OptimizerHook:
@@ -266,38 +340,25 @@ class TrainResult:
         return int(self.by_category.loc[list(CORE), column].sum())
 
 
-def main_kind(row: dict) -> tuple[str, str]:
-    """The forward kind (and category) with the most MACs in a row; else its first backward op's."""
-    kinds = row["kinds"] or row["backward_kinds"]
-    return max(kinds, key=lambda k: kinds[k]) if kinds else ("", "other")
-
-
-def result_table(tracer: TrainCounter, model: torch.nn.Module) -> pd.DataFrame:
-    """One row per module that ran an op (the loss last), parameters per module, integers exact."""
-    params: dict[str, int] = {}
-    for pname, p in model.named_parameters():
-        owner = pname.rpartition(".")[0]
-        params[owner] = params.get(owner, 0) + p.numel()
-    rows, order = [], {}
-    for name, _ in tracer.acc:
-        order.setdefault(name, len(order))
-    for (name, foreign), acc in sorted(tracer.acc.items(), key=lambda i: (i[0][0] == LOSS, order[i[0][0]], i[0][1])):
-        kind, category = main_kind(acc)
-        row = {"name": acc["name"], "module": acc["module"], "kind": kind, "category": category,
-               "params": 0 if foreign else params.get(name, 0), **{c: acc[c] for c in MACS + ADDS}}
-        row["train_macs"] = sum(acc[c] for c in MACS)
-        rows.append(row)
+def result_table(tracer: TrainCounter, model: torch.nn.Module | None = None) -> pd.DataFrame:
+    """One row per op call (and per part, and per category of backward ops landing in it), in call order, the
+    loss last; integers exact."""
+    rows = sorted((r for b in tracer.bookings for r in b.rows), key=lambda r: (r["name"] == LOSS, r["order"]))
+    for row in rows:
+        row["train_macs"] = sum(row[c] for c in MACS)
     ints = set(COLUMNS[4:])  # built column by column from arrays: a fifth of the time of records + astype
     return pd.DataFrame({c: np.array([r[c] for r in rows], dtype=np.int64 if c in ints else object)
                          for c in COLUMNS})
 
 
-def category_table(tracer: TrainCounter) -> pd.DataFrame:
-    """MACs (bias adds for grad_bias_adds) per category and column; every category a row, zeros included."""
+def category_table(tracer: TrainCounter, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """MACs (bias adds for grad_bias_adds) per category and column, the sums of the rows; every category a row,
+    zeros included."""
     from cnncost.formulas import CATEGORIES
+    table = result_table(tracer) if table is None else table
     columns = [*MACS, "grad_bias_adds"]
-    data = {c: np.array([tracer.by_category.get((c, cat), 0) for cat in CATEGORIES], dtype=np.int64) for c in columns}
-    return pd.DataFrame(data, index=list(CATEGORIES))
+    sums = table.groupby("category")[columns].sum()
+    return sums.reindex(list(CATEGORIES), fill_value=0).astype(np.int64)
 
 
 def check_args(optimizer: str, dtype: str) -> None:
@@ -319,8 +380,9 @@ def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimi
     with counter.active():
         training_step(model, inputs, targets, opt, dtype, device)
     shape_ = inputs.shapes()[0] if inputs.tensors() else ()
-    result = TrainResult(name, shape_, optimizer, dtype, input_grad, result_table(counter, model),
-                         category_table(counter), dict(counter.costs.unsupported))
+    table = result_table(counter)
+    result = TrainResult(name, shape_, optimizer, dtype, input_grad, table, category_table(counter, table),
+                         dict(counter.costs.unsupported))
     if counter.costs.unsupported:
         result.notes.append(f"ops with no formula, counted as 0: {fmt_ops(counter.costs.unsupported)}")
     return result
