@@ -57,6 +57,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     input_shapes: list[Shape] = field(default_factory=list)  # every input tensor's shape (input_shape: the first)
     device: str = ""  # where a traced forward ran: meta, or cpu (asked for, or the fallback)
+    assumptions: dict = field(default_factory=dict)  # counts the cost depends on (a detector's detections)
 
     @classmethod
     def from_spec(cls, spec: Spec, dtype: str = "fp32") -> "Result":
@@ -109,4 +110,6 @@ class Result:
         data.update(dtype=self.dtype, unit=unit, by=by, rows=rows, totals=totals)
         if traced:
             data.update(unsupported=self.unsupported, notes=self.notes)
+        if self.assumptions:
+            data["assumptions"] = self.assumptions
         return data

@@ -118,3 +118,59 @@ def test_attention_weights_gradients_are_grad_weight_in_their_own_rows():
     assert table.at["self_attn.out_proj", "params"] == 32 * 32 + 32
     assert table.at["self_attn.out_proj", "optimizer_macs"] > 0
     assert list(result.table.name).count("self_attn.out_proj") == 1
+
+
+def test_ops_that_compute_nothing_are_free():
+    """Checks and markers (torch._assert_async, as the gemma ViT encoders run) are no row and no unsupported op."""
+    class Checks(nn.Module):
+        def forward(self, x):
+            torch._assert_async(x.sum() > -1e9)
+            return x * 2
+
+    result = count_module(Checks(), torch.ones(3))
+    assert not result.unsupported and list(result.table.kind) == ["sum", "gt", "mul"]
+
+
+def tiny_mask_rcnn():
+    """A Mask R-CNN small enough to run in a test: a one-conv backbone, 64 px images, 20 proposals."""
+    import torchvision
+    from torchvision.models.detection import MaskRCNN
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
+    backbone.out_channels = 8
+    anchors = torchvision.models.detection.anchor_utils.AnchorGenerator(((16, 32),), ((1.0,),))
+    pool = torchvision.ops.MultiScaleRoIAlign(["0"], 7, 2)
+    masks = torchvision.ops.MultiScaleRoIAlign(["0"], 14, 2)
+    model = MaskRCNN(backbone, num_classes=3, min_size=64, max_size=64, rpn_anchor_generator=anchors,
+                     box_roi_pool=pool, mask_roi_pool=masks, rpn_post_nms_top_n_test=20)
+    for p in model.parameters():  # no weights: every detection scores alike, as cnncost builds torchvision models
+        torch.nn.init.zeros_(p)
+    return model.eval()
+
+
+def test_detection_heads_run_on_the_stated_detections():
+    from cnncost.trace import count
+    from cnncost.trace.models import detection_rule
+    image = [torch.rand(3, 64, 64)]
+    macs = {}
+    for n in (5, 10):
+        table = count(detection_rule(tiny_mask_rcnn(), n), inputs=(image,), device="cpu").table
+        heads = table[table.name.str.startswith("roi_heads.mask_head") & (table.category == "conv")]
+        macs[n] = int(heads.macs.sum())
+        # the box head runs on the 20 proposals whatever the detections: fc6 20 x (8 x 7 x 7) x 1024
+        fc6 = table[table.name == "roi_heads.box_head.fc6"]
+        assert int(fc6.macs.sum()) == 20 * 8 * 7 * 7 * 1024
+    # the mask head's 4 convs (8 -> 256, then 256 -> 256, 3x3 on 14 x 14) run once per detection
+    per_detection = 14 * 14 * 9 * (8 * 256 + 3 * 256 * 256)
+    assert macs[5] == 5 * per_detection and macs[10] == 10 * per_detection
+
+
+def test_detection_rule_is_stated_in_the_json_and_settable(capsys):
+    import json
+
+    from cnncost.cli import run
+    assert run(["trace", "fasterrcnn_mobilenet_v3_large_320_fpn", "--detections", "7", "-f", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["assumptions"] == {"proposals_per_image": 150, "detections_per_image": 7}
+    assert "every head runs on 7 detections per image" in err
+    assert run(["trace", "resnet18", "--detections", "7"]) == 2
+    assert "--detections applies to torchvision's detection models" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, DtypeOpt, FormatOpt, InputOpt, ModelBatchOpt,
+from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, DetectionsOpt, DtypeOpt, FormatOpt, InputOpt, ModelBatchOpt,
                                  OutputOpt, QuietOpt, SizeOpt, StrictOpt, UnitOpt, check_input_clash, layer_view,
                                  lower, named_model, notice, unit_of)
 from cnncost.errors import CnnCostError
@@ -31,6 +31,7 @@ def trace_command(
     aux: AuxOpt = None,
     arg: ArgOpt = None,
     channels: ChannelsOpt = None,
+    detections: DetectionsOpt = None,
     strict: StrictOpt = False,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
@@ -46,7 +47,7 @@ def trace_command(
     dtype_bytes(dtype)
     device = device.strip().lower()
     check_trace_options(by, depth, device)
-    source = named_model(ctx, model, aux, arg, channels, inputs)
+    source = named_model(ctx, model, aux, arg, channels, inputs, detections)
     result = count_source(source, batch, size, device, strict, dtype)
     table = rollup(result, depth) if by == "module" else result.by(by)
     rows, totals, shown = layer_view(table, result.totals(), by, fmt, unit)

@@ -79,6 +79,10 @@ ArgOpt = Annotated[Optional[List[str]], typer.Option("--arg", help="KEY=VALUE pa
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if the model runs an op cnncost has no formula for.")]
 ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", callback=positive,
                                                     help="Input channels of a FILE.py:FACTORY model (default 3).")]
+DetectionsOpt = Annotated[Optional[int], typer.Option("--detections", callback=positive,
+                                                      help="Detections per image a torchvision detection model's "
+                                                           "heads run on (default: the model's own maximum, e.g. "
+                                                           "100).")]
 InputOpt = Annotated[Optional[List[str]], typer.Option("--input", "-i", help="An input tensor as SHAPE[:DTYPE], e.g. "
                                                        "1x3x224x224 or 1x10:int64 (integers are zeros); repeat for "
                                                        "several inputs. Replaces --size/--batch/--channels.")]
@@ -100,7 +104,7 @@ def unit_of(name: str):
 
 
 def named_model(ctx: typer.Context, model: str, aux: bool | None, arg: list[str] | None, channels: int | None,
-                inputs: list[str] | None):
+                inputs: list[str] | None, detections: int | None = None):
     """The model a command names, its model options checked once: --input not beside --size, --batch or
     --channels, --input shapes and --arg values parsed, --aux / --no-aux only for a model with auxiliary heads."""
     from cnncost.trace.models import check_aux, load
@@ -108,7 +112,7 @@ def named_model(ctx: typer.Context, model: str, aux: bool | None, arg: list[str]
     from cnncost.trace.userfile import parse_kwargs
     check_input_clash(ctx, inputs)
     shapes = [parse_input(text) for text in inputs or []]
-    source = load(model, aux, parse_kwargs(arg), channels, shapes=shapes)
+    source = load(model, aux, parse_kwargs(arg), channels, shapes=shapes, detections=detections)
     if given(ctx, "aux"):
         check_aux(source, aux)
     return source

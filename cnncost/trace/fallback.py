@@ -37,6 +37,7 @@ def with_cpu_fallback(source: ModelSource, batch: int | None, size: int | None, 
         result.device = source.fallback
         return result
     result.notes = list(source.notes) + result.notes
+    result.assumptions = dict(source.assumptions)
     return result
 
 

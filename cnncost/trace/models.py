@@ -43,17 +43,19 @@ CONSTRUCTIBLE = {"densenet264": ("DenseNet", {"growth_rate": 32, "block_config":
 
 
 def load(name: str, aux: bool | None = None, kwargs: dict | None = None, channels: int | None = None,
-         shapes=(), example=None) -> ModelSource:
+         shapes=(), example=None, detections: int | None = None) -> ModelSource:
     """A model source for a registry name or alias, any torchvision model name, `timm:NAME`, or
     `file.py:factory` / `pkg.mod:factory`. `aux` None builds auxiliary heads as torchvision's metadata counts them;
     `channels` (input channels) applies to user models only; `shapes` ((shape, dtype) per input tensor, from
-    --input) and `example` (the inputs themselves) replace the model's own input."""
-    source = named_source(name, aux, kwargs, channels)
+    --input) and `example` (the inputs themselves) replace the model's own input; `detections`: how many
+    detections per image a detection model's heads run on."""
+    source = named_source(name, aux, kwargs, channels, detections)
     asked = {"shapes": tuple(shapes)} if shapes else {}
     return replace(source, **asked, example=example) if asked or example is not None else source
 
 
-def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int | None) -> ModelSource:
+def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int | None,
+                 detections: int | None = None) -> ModelSource:
     """The source a name stands for, with the model's own input."""
     user = ":" in name and not name.lower().startswith("timm:")
     if channels is not None and channels < 1:
@@ -63,6 +65,8 @@ def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int
                            f"takes 3-channel images (give other inputs with --input SHAPE)")
     if kwargs and not user:
         raise CnnCostError("factory arguments (--arg) only apply to FILE.py:FACTORY or package.module:FACTORY models")
+    if detections is not None and (user or name.lower().startswith("timm:")):
+        raise CnnCostError(f"--detections applies to torchvision's detection models, not {name}")
     if user:
         from cnncost.trace.userfile import user_model
         return user_model(name, kwargs or {}, 3 if channels is None else channels)
@@ -72,7 +76,9 @@ def named_source(name: str, aux: bool | None, kwargs: dict | None, channels: int
     try:
         entry = specs.resolve(name)
     except CnnCostError:
-        return torchvision_model(name, aux)
+        return torchvision_model(name, aux, detections)
+    if detections is not None:
+        raise CnnCostError(f"--detections applies to torchvision's detection models, not {entry.name}")
     return registry_model(entry, aux)
 
 
@@ -159,21 +165,28 @@ def torchvision_kwargs(name: str, aux: bool) -> dict:
     return kwargs
 
 
-def torchvision_model(name: str, aux: bool | None = None) -> ModelSource:
+def torchvision_model(name: str, aux: bool | None = None, detections: int | None = None) -> ModelSource:
     """Any torchvision model by name (classification, segmentation, detection, video, optical flow, quantized),
-    weights=None, with the input its `_ops` metadata was measured at."""
+    weights=None, with the input its `_ops` metadata was measured at; a detection model's heads run on
+    `detections` per image (default: its own maximum), see `detection_rule`."""
     key = name.strip().lower().replace("-", "_")
     task = torchvision_tasks().get(key)
     if task is None:
         raise CnnCostError(f"unknown model {name!r}{suggestion(key)}")
+    if detections is not None and task != "detection":
+        raise CnnCostError(f"--detections applies to torchvision's detection models; {key} is a {task.replace('_', ' ')} model")
+    if detections is not None and detections < 1:
+        raise CnnCostError(f"--detections must be positive, got {detections}")
     if aux is None:
         aux = key in AUX_IN_METADATA or "aux_loss" in builder_parameters(key)
     kwargs = torchvision_kwargs(key, aux)
+    limits = detection_limits(key, detections) if task == "detection" else {}
 
     def build():
         import torchvision
         model = torchvision.models.get_model(key, **kwargs)
-        return frozen_norms(model) if key in FROZEN_NORM_WHEN_TRAINED else model
+        model = frozen_norms(model) if key in FROZEN_NORM_WHEN_TRAINED else model
+        return detection_rule(model, limits["detections_per_image"]) if limits else model
 
     notes = []
     if key in AUX_MODELS:
@@ -187,10 +200,50 @@ def torchvision_model(name: str, aux: bool | None = None) -> ModelSource:
         notes.append("backbone batch norms frozen (FrozenBatchNorm2d: buffers, not parameters), as torchvision "
                      "builds this model with weights")
     if task == "detection":
-        notes.append("detection: the model resizes its input itself; proposals and detections depend on the "
-                     "weights and data (no weights here), so heads after the RPN may differ from torchvision's _ops")
+        proposals = (f"the region proposal network keeps {limits['proposals_per_image']:,} proposals per image and "
+                     if "proposals_per_image" in limits else "")
+        notes.append(f"detection: the model resizes its input itself; {proposals}every head runs on "
+                     f"{limits['detections_per_image']:,} detections per image (the model's maximum, or "
+                     f"--detections N), whatever the weights would keep; torchvision's _ops count what its trained "
+                     f"weights keep on its images")
     return ModelSource(key, build, default_resolution(key, task), implementation=f"torchvision.models.{key}",
-                       notes=tuple(notes), uninitialised_ok=True, layout=TASK_LAYOUT[task], aux_heads=has_aux(key))
+                       notes=tuple(notes), uninitialised_ok=True, layout=TASK_LAYOUT[task], aux_heads=has_aux(key),
+                       assumptions=limits)
+
+
+# A detection model's rule: nothing is left out for its score or overlap, so every stage keeps its maximum.
+KEEP_ALL = {"score_thresh": 0.0, "nms_thresh": 1.01}  # IoU never exceeds 1: no box suppresses another
+
+
+@lru_cache(maxsize=None)
+def own_limits(key: str) -> tuple[int | None, int]:
+    """(proposals the RPN keeps per image at test time, or None for a single-stage model; detections per image)
+    as torchvision builds the model (read on a meta build)."""
+    import torch
+    import torchvision
+    with torch.device("meta"):
+        model = torchvision.models.get_model(key, **torchvision_kwargs(key, False))
+    heads = getattr(model, "roi_heads", model)
+    rpn = getattr(model, "rpn", None)
+    return (rpn._post_nms_top_n["testing"] if rpn is not None else None), int(heads.detections_per_img)
+
+
+def detection_limits(key: str, detections: int | None) -> dict:
+    """The detection rule's counts: proposals per image (two-stage models) and detections per image."""
+    proposals, own = own_limits(key)
+    return {**({"proposals_per_image": proposals} if proposals else {}), "detections_per_image": detections or own}
+
+
+def detection_rule(model, detections: int):
+    """Every stage of a detection model keeps its maximum (no score threshold, no suppression), and its heads
+    (box, mask, keypoint) run on `detections` per image: one rule on meta and on the CPU, whatever the weights."""
+    rpn = getattr(model, "rpn", None)
+    if rpn is not None:
+        rpn.score_thresh, rpn.nms_thresh = KEEP_ALL["score_thresh"], KEEP_ALL["nms_thresh"]
+    heads = getattr(model, "roi_heads", model)  # two-stage: the RoI heads; single-stage: the model itself
+    heads.score_thresh, heads.nms_thresh = KEEP_ALL["score_thresh"], KEEP_ALL["nms_thresh"]
+    heads.detections_per_img = detections
+    return model
 
 
 def frozen_norms(model):

@@ -140,6 +140,7 @@ class ModelSource:
     example: Any = None
     fallback: str = "cpu"
     builder: Callable[[str], object] | None = None  # device -> model, for a source that is one live module
+    assumptions: dict = field(default_factory=dict)  # counts the model's cost depends on (detections per image)
 
     @property
     def fallback_label(self) -> str:

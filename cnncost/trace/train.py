@@ -330,6 +330,7 @@ class TrainResult:
     unsupported: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     device: str = "meta"  # where the step ran: meta, or cpu (the fallback)
+    assumptions: dict = field(default_factory=dict)  # counts the cost depends on
 
     def totals(self) -> dict[str, int]:
         """Whole-step sums of the rows (train_macs = forward + grad-input + grad-weight + optimizer)."""

@@ -37,7 +37,10 @@ rand randn randint rand_like randn_like randint_like normal uniform bernoulli
 hann_window hamming_window blackman_window bartlett_window kaiser_window
 clone _to_copy copy contiguous lift_fresh lift_fresh_copy dropout sym_size _local_scalar_dense
 _record_function_enter _record_function_enter_new _record_function_exit _cuda_version
-""".split())  # views; tensors made from nothing (constants, ranges, random, windows); copies; markers
+_assert_async _assert_scalar _assert_tensor_metadata _functional_assert_async _functional_assert_scalar
+sym_constrain_range sym_constrain_range_for_size _functional_sym_constrain_range
+_functional_sym_constrain_range_for_size _print
+""".split())  # views; tensors made from nothing (constants, ranges, random, windows); copies; markers; checks
 
 OPS: Registry[Handler] = Registry("aten op", taken=FREE.__contains__)
 # Free ops that are still a row in some forms (a view from N x ... to N x rest is a flatten): name -> handler.
