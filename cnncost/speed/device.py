@@ -57,6 +57,7 @@ class DeviceProfile:
     created_utc: str = ""
     notes: list[str] = field(default_factory=list)
     schema: str = SCHEMA
+    launch_s: float = 0.0         # host time to issue one op; a GPU overlaps it, so a step takes >= ops x launch_s
 
     def rate(self, dtype: str, op_class: str) -> Rate:
         """The rate of an op class in a dtype; one line if the device has no such dtype."""
