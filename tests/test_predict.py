@@ -56,8 +56,9 @@ def test_three_layers_by_hand():
 
 
 def test_host_floor():
-    # three ops issued at 50 us each on the host take 150 us > the device's 111.4 us: the step is host-bound
-    p = predict_table(THREE, hand_profile(launch_s=50e-6), "fp32")
+    # on a GPU (fp32, NHWC: none of the GPU rules apply) three ops issued at 50 us each on the host take 150 us,
+    # more than the device's 111.4 us: the step is host-bound
+    p = predict_table(THREE, hand_profile("cuda", launch_s=50e-6), "fp32", channels_last=True)
     assert p.latency_ms == pytest.approx(0.150) and p.host_bound
     assert p.notes and "host-bound" in p.notes[0]
 
@@ -182,9 +183,9 @@ def test_dtype_the_device_lacks():
 
 def measured_profile(tmp_path, **changes):
     """A measured CPU profile file that says it comes from this machine, torch and thread count, with changes."""
-    from cnncost.speed.device import this_machine
-    from cnncost.speed.estimate import default_threads, torch_version
-    p = hand_profile(measured=True, machine=this_machine(), torch=torch_version(), threads=default_threads())
+    from cnncost.speed.device import installed_torch, this_machine
+    from cnncost.speed.estimate import default_threads
+    p = hand_profile(measured=True, machine=this_machine(), torch=installed_torch(), threads=default_threads())
     for k, v in changes.items():
         setattr(p, k, v)
     path = tmp_path / "profile.json"
@@ -195,7 +196,7 @@ def measured_profile(tmp_path, **changes):
 def test_profile_from_another_machine(tmp_path):
     from cnncost.speed.estimate import resolve
     assert resolve(measured_profile(tmp_path)).measured
-    with pytest.raises(CnnCostError, match="was measured on 'arm64 Some Other CPU', not this machine"):
+    with pytest.raises(CnnCostError, match="was measured on 'arm64 Some Other CPU', this machine is"):
         resolve(measured_profile(tmp_path, machine="arm64 Some Other CPU"))
 
 
@@ -207,7 +208,7 @@ def test_profile_from_another_torch(tmp_path):
 
 def test_profile_with_other_threads(tmp_path):
     from cnncost.speed.estimate import default_threads, resolve
-    with pytest.raises(CnnCostError, match="measured with 64 thread"):
+    with pytest.raises(CnnCostError, match="measured with 64 CPU thread"):
         resolve(measured_profile(tmp_path, threads=64))
     assert resolve(measured_profile(tmp_path), threads=default_threads()).measured
 

@@ -12,7 +12,7 @@ from cnncost.errors import CnnCostError
 from cnncost.output import INPUTS, ReaderGone
 from cnncost.cli import bottleneck  # noqa: F401  (registers its command)
 
-COMMAND_MODULES = ("models", "trace", "train", "bench", "report", "predict")
+COMMAND_MODULES = ("models", "trace", "train", "bench", "report", "calibrate", "predict")
 
 
 def _register_optional() -> None:

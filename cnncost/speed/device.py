@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from cnncost.errors import CnnCostError
 
@@ -57,6 +59,9 @@ class DeviceProfile:
     created_utc: str = ""
     notes: list[str] = field(default_factory=list)
     schema: str = SCHEMA
+    op_overhead_s: float | None = None  # measured time of a tiny op (dispatch, and launch on a GPU)
+    memory_total_bytes: int | None = None  # all the memory (GPU: the card's; CPU: the machine's)
+    points: list[dict] = field(default_factory=list)  # calibrate's measurements, one per dtype and case
     launch_s: float = 0.0         # host time to issue one op; a GPU overlaps it, so a step takes >= ops x launch_s
 
     def rate(self, dtype: str, op_class: str) -> Rate:
@@ -87,6 +92,15 @@ class DeviceProfile:
             raise CnnCostError(f"{origin} is not a cnncost device profile ({e})") from None
 
 
+def work(rows: Iterable[Mapping]) -> tuple[int, int]:
+    """(FLOPs, bytes) of trace rows as a Rate takes them: FLOPs = 2 x macs + bias_adds, bytes = read + written."""
+    flops = moved = 0
+    for row in rows:
+        flops += 2 * int(row["macs"]) + int(row.get("bias_adds", 0))
+        moved += int(row["bytes_read"]) + int(row["bytes_written"])
+    return flops, moved
+
+
 def load(path: str | Path) -> DeviceProfile:
     """A device profile from a JSON file written by `cnncost calibrate`; one line if unreadable."""
     path = Path(path)
@@ -111,3 +125,59 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def slug(text: str) -> str:
+    """Lower-case words joined by '-': 'AMD EPYC 7B13' -> 'amd-epyc-7b13'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def profile_key(device_type: str, name: str, threads: int | None = None) -> str:
+    """A measured profile's key: 'cpu-amd-epyc-7b13-2t' (the threads matter on a CPU), 'cuda-nvidia-h100-80gb-hbm3'."""
+    if device_type == "cpu":
+        return f"cpu-{slug(name)}-{threads}t"
+    return f"{device_type}-{slug(name)}"
+
+
+def installed_torch() -> str:
+    """The installed torch's version from the package metadata (without importing torch), or '' when absent."""
+    from importlib import metadata
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def public_version(version: str) -> str:
+    """A version without its local build tag: '2.14.1+cu130' -> '2.14.1'."""
+    return version.partition("+")[0]
+
+
+def check_profile(profile: DeviceProfile, device_type: str, threads: int | None = None,
+                  device_name: str | None = None, torch_version: str | None = None) -> DeviceProfile:
+    """The profile, or one line saying why it does not describe this run: another device type; for a measured
+    profile, another machine (CPU), another GPU (when device_name is given), another torch release, or (CPU) another
+    thread count.
+
+    Threads are refused rather than scaled: a CPU's compute rate grows less than linearly with threads and its
+    bandwidth and fixed cost hardly at all, so a profile is only trusted at the count it was measured with.
+    The torch release is compared without its local build tag (+cu130), which the package metadata lacks."""
+    again = f"; measure this one with `cnncost calibrate --device {device_type}"
+    if profile.device_type != device_type:
+        raise CnnCostError(f"device profile {profile.key} is for {profile.device_type}, not {device_type}")
+    if not profile.measured:
+        return profile
+    if device_type == "cpu" and profile.machine != this_machine():
+        raise CnnCostError(f"device profile {profile.key} was measured on {profile.machine!r}, this machine is "
+                           f"{this_machine()!r}{again}`")
+    if device_name is not None and profile.name != device_name:
+        raise CnnCostError(f"device profile {profile.key} was measured on {profile.name!r}, this device is "
+                           f"{device_name!r}{again}`")
+    torch_version = installed_torch() if torch_version is None else torch_version
+    if public_version(profile.torch) != public_version(torch_version):
+        raise CnnCostError(f"device profile {profile.key} was measured with torch {profile.torch}, this is torch "
+                           f"{torch_version or '(not installed)'}{again}`")
+    if device_type == "cpu" and threads is not None and profile.threads != threads:
+        raise CnnCostError(f"device profile {profile.key} was measured with {profile.threads} CPU thread(s), this run "
+                           f"uses {threads}{again} --threads {threads}`")
+    return profile

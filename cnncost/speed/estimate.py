@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from cnncost.errors import CnnCostError
-from cnncost.speed.device import DeviceProfile, load, this_machine
+from cnncost.speed.device import DeviceProfile, check_profile, load
 from cnncost.speed.predict import Prediction, predict_table
 
 DEFAULT_PROFILE = Path.home() / ".cache" / "cnncost" / "cpu-profile.json"
@@ -22,44 +22,27 @@ def default_profile_path() -> Path:
     return Path(os.environ.get("CNNCOST_PROFILE") or DEFAULT_PROFILE)
 
 
-def torch_version() -> str:
-    """The installed torch's version, read without importing torch."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return ""
-
-
 def default_threads() -> int:
     """torch's default CPU thread count on this machine."""
     import torch
     return torch.get_num_threads()
 
 
-def check_measured(profile: DeviceProfile, origin: str, threads: int | None) -> DeviceProfile:
-    """A measured profile, if it was measured here: same machine, same torch, same thread count; one line if not."""
-    here = this_machine()
-    if profile.machine and profile.machine != here:
-        raise CnnCostError(f"{origin} was measured on {profile.machine!r}, not this machine ({here!r}); run "
-                           f"`cnncost calibrate` here")
-    torch = torch_version()
-    if profile.torch and torch and profile.torch.split("+")[0] != torch.split("+")[0]:
-        raise CnnCostError(f"{origin} was measured with torch {profile.torch}, this is torch {torch}; run "
-                           f"`cnncost calibrate` again")
-    wanted = threads if threads is not None else default_threads()
-    if profile.threads is not None and profile.threads != wanted:
-        raise CnnCostError(f"{origin} was measured with {profile.threads} thread(s), not {wanted}: predict with "
-                           f"--threads {profile.threads}, or calibrate with --threads {wanted} (time does not "
-                           f"scale simply with threads, so cnncost does not guess)")
-    return profile
+def check_measured(profile: DeviceProfile, threads: int | None) -> DeviceProfile:
+    """A measured profile, if it describes this run (device.check_profile: same machine, torch and, on a CPU,
+    thread count: torch's default unless --threads says); one line if not."""
+    if profile.device_type == "cpu":
+        return check_profile(profile, "cpu", threads if threads is not None else default_threads())
+    if threads is not None:
+        raise CnnCostError("--threads applies to a CPU profile (--device cpu or FILE.json), not to a GPU")
+    return check_profile(profile, profile.device_type)
 
 
 def resolve(device: str | DeviceProfile, threads: int | None = None) -> DeviceProfile:
     """The device profile a --device names: a data-sheet key, 'cpu' (this machine's calibrated profile), a
     profile JSON file, or a DeviceProfile as it is; one line for anything else."""
     if isinstance(device, DeviceProfile):
-        return check_measured(device, f"profile {device.key}", threads) if device.measured else device
+        return check_measured(device, threads) if device.measured else device
     text = str(device).strip()
     if not text:
         raise CnnCostError("--device needs a device key (see `cnncost devices`), cpu, or a profile FILE.json")
@@ -68,9 +51,9 @@ def resolve(device: str | DeviceProfile, threads: int | None = None) -> DevicePr
         if not path.is_file():
             raise CnnCostError(f"no device profile for this CPU at {path}: run `cnncost calibrate -o {path}` "
                                f"(or pass --device FILE.json)")
-        return check_measured(load(path), str(path), threads)
+        return check_measured(load(path), threads)
     if text.lower().endswith(".json") or Path(text).is_file():
-        return check_measured(load(text), text, threads)
+        return check_measured(load(text), threads)
     if threads is not None:
         raise CnnCostError("--threads applies to a CPU profile (--device cpu or FILE.json), not to a GPU")
     from cnncost.bench.devices import by_key
