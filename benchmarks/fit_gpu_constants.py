@@ -34,8 +34,8 @@ class Problem:
         from cnncost.speed import predict
         from cnncost.speed.device import OP_CLASSES
         parts = {k: [] for k in ("cls", "flops", "moved", "transposed", "autocast", "stream", "run", "model")}
-        self.names, self.measured, self.macs = [], [], []
-        for n, (name, rows, layout, measured_s, macs) in enumerate(items):
+        self.names, self.measured, self.macs, self.batch = [], [], [], []
+        for n, (name, rows, layout, measured_s, macs, batch) in enumerate(items):
             w = predict.work(rows, "cuda", "fp16", channels_last=layout == "nhwc")
             for key, values in (("cls", [OP_CLASSES.index(c) for c in w.classes]), ("flops", w.flops),
                                 ("moved", w.moved), ("transposed", w.transposed), ("autocast", w.autocast_fp32),
@@ -45,9 +45,11 @@ class Problem:
             self.names.append(name)
             self.measured.append(measured_s)
             self.macs.append(macs)
+            self.batch.append(batch)
         for key, values in parts.items():
             setattr(self, key, np.concatenate(values))
         self.measured, self.macs = np.array(self.measured), np.array(self.macs, dtype=float)
+        self.batch = np.array(self.batch, dtype=float)
 
     def latency(self, device) -> np.ndarray:
         """Predicted seconds per model with the constants now in cnncost.speed.constants (predict's arithmetic:
@@ -112,7 +114,8 @@ def nelder_mead(f, x0: np.ndarray, steps: float = 0.3, iters: int = 3000, tol: f
 
 
 def load(layouts, folder, every: int):
-    """(name, rows, layout, measured seconds per batch, our MACs per image) for every traced model of the tables."""
+    """(name, rows, layout, measured seconds per batch, our MACs per image, batch) for every traced model of the
+    tables."""
     items = []
     for layout in layouts:
         table = timm_table.read(layout, folder)
@@ -123,28 +126,20 @@ def load(layouts, folder, every: int):
             if isinstance(rows, str) or rows.attrs.get("unsupported"):
                 continue
             items.append((f"{row.model}@{row.size}/{layout}", rows, layout, row.batch / row.img_per_s,
-                          rows.macs.sum() / row.batch))
+                          rows.macs.sum() / row.batch, row.batch))
     return items
 
 
 def report(problem: Problem, latency: np.ndarray, label: str) -> None:
-    """Accuracy of a prediction per layout, beside 1/MACs with its best scale."""
-    from cnncost.speed.accuracy import macs_baseline, summary
+    """Accuracy of predicted img/s per layout, beside 1/MACs with its best scale."""
+    from cnncost.speed.accuracy import describe, with_baseline
     for layout in ("nchw", "nhwc"):
         keep = np.array([n.endswith(layout) for n in problem.names])
-        if not keep.any():
-            continue
-        measured = 1 / problem.measured[keep]
-        ours = summary(1 / latency[keep], measured)
-        macs = summary(macs_baseline(problem.macs[keep], measured), measured)
-        print(f"{label} {layout}: {fmt(ours)}")
-        print(f"{'1/MACs':>{len(label)}} {layout}: {fmt(macs)}")
-
-
-def fmt(s: dict) -> str:
-    """One line of accuracy figures."""
-    return (f"{s['models']} models, median error {s['median_error']:.1%}, p90 {s['p90_error']:.1%}, "
-            f"Spearman {s['spearman']:.4f}, close pairs right {s['close_pairs_right']:.1%} of {s['close_pairs']}")
+        if keep.any():
+            batch = problem.batch[keep]
+            figures = with_baseline(batch / latency[keep], batch / problem.measured[keep], problem.macs[keep])
+            print(f"{label} {layout}: {describe(figures['predict'])}")
+            print(f"{'1/MACs':>{len(label)}} {layout}: {describe(figures['1/MACs'])}")
 
 
 def main() -> None:

@@ -68,3 +68,14 @@ def summary(predicted, measured) -> dict:
     return {"models": int(len(errors)), "median_error": float(np.median(errors)),
             "p90_error": float(np.percentile(errors, 90)), "spearman": spearman(predicted, measured),
             "close_pairs_right": share, "close_pairs": pairs}
+
+
+def describe(s: dict) -> str:
+    """A summary as one line of text."""
+    return (f"{s['models']} models, median error {s['median_error']:.1%}, p90 {s['p90_error']:.1%}, Spearman "
+            f"{s['spearman']:.4f}, close pairs right {s['close_pairs_right']:.1%} of {s['close_pairs']}")
+
+
+def with_baseline(predicted, measured, macs) -> dict:
+    """The summary of a prediction and of 1/MACs (best scale) on the same measurements."""
+    return {"predict": summary(predicted, measured), "1/MACs": summary(macs_baseline(macs, measured), measured)}
