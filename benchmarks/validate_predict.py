@@ -18,8 +18,10 @@ Written to results/: predict-validation-cpu.csv (model, batch, predicted and mea
 predict-fit-rtx3090.csv (model, size, batch, layout, our predicted img/s and its relative error; timm's own
 columns are not copied).
 
-Run: .venv/bin/python benchmarks/validate_predict.py [--profile results/device-cpu-...json] [--timm-dir DIR]
-     [--skip-cpu] [--skip-gpu] [--cpu-compiled N]
+Run: .venv/bin/python benchmarks/validate_predict.py [--profile results/device-cpu-...json] [--threads N]
+     [--timm-dir DIR] [--skip-cpu] [--skip-gpu] [--cpu-compiled N]
+On a busy machine, measure at --threads 1 (with a 1-thread profile): two threads time-sliced with other work
+wait on each other at every op and run several times slower than one.
 """
 from __future__ import annotations
 
@@ -62,19 +64,19 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     print(f"  wrote {path.relative_to(ROOT)}")
 
 
-def cpu_profile(path: str | None) -> str:
-    """The profile to predict with: the one given, or one calibrated now (torch's default threads, fp32)."""
+def cpu_profile(path: str | None, threads: int | None) -> str:
+    """The profile to predict with: the one given, or one calibrated now (fp32, at --threads or torch's)."""
     if path:
         return path
     from cnncost.cli import run
     out = Path("/tmp/cnncost-validate-profile.json")
     print("  no --profile: calibrating this CPU now (about 1.5 minutes) ...", flush=True)
-    if run(["calibrate", "--dtype", "fp32", "-o", str(out)]) != 0:
+    if run(["calibrate", "--dtype", "fp32", "-o", str(out), *(["--threads", str(threads)] if threads else [])]) != 0:
         sys.exit("calibrate failed")
     return str(out)
 
 
-def cpu(profile_path: str | None, compiled_models: int) -> None:
+def cpu(profile_path: str | None, compiled_models: int, threads: int | None) -> None:
     """Part 1: predicted against measured latency on this CPU."""
     import numpy as np
 
@@ -83,17 +85,17 @@ def cpu(profile_path: str | None, compiled_models: int) -> None:
     from cnncost.speed.estimate import predict, resolve
     from cnncost.trace import count
 
-    profile = resolve(cpu_profile(profile_path))
+    profile = resolve(cpu_profile(profile_path, threads), threads)
     print(f"CPU: {profile.name}, {profile.threads} thread(s), profile {profile.key} ({len(CPU_MODELS)} models, "
           f"batch {', '.join(map(str, BATCHES))})")
-    settings = Settings(device="cpu", warmup=2, iters=5, repeats=3)
+    settings = Settings(device="cpu", warmup=2, iters=5, repeats=3, threads=threads)
     rows = []
     for row in sweep(CPU_MODELS, list(BATCHES), settings):
         if row["error"]:
             print(f"  {row['model']} batch {row['batch']}: {row['error'][:80]}")
             continue
         result = count(row["model"], batch=row["batch"])
-        p = predict(result, profile, "fp32", row["batch"])
+        p = predict(result, profile, "fp32", row["batch"], threads=threads)
         measured_ms = 1e3 * row["batch"] / row["img_per_s_max"]  # the best block
         rows.append({"model": row["model"], "batch": row["batch"], "predicted_ms": round(p.latency_ms, 4),
                      "measured_ms": round(measured_ms, 4), "error": round(p.latency_ms / measured_ms - 1, 4),
@@ -108,10 +110,10 @@ def cpu(profile_path: str | None, compiled_models: int) -> None:
         show(f"batch {batch}" if batch else "both batches", figures)
     write_csv(ROOT / "results" / "predict-validation-cpu.csv", rows)
     if compiled_models:
-        cpu_compiled(profile, [r["model"] for r in rows if r["batch"] == 8][:compiled_models])
+        cpu_compiled(profile, [r["model"] for r in rows if r["batch"] == 8][:compiled_models], threads)
 
 
-def cpu_compiled(profile, models: list[str]) -> None:
+def cpu_compiled(profile, models: list[str], threads: int | None) -> None:
     """torch.compile measured on this CPU at batch 8 against predict --compiled (and eager)."""
     from cnncost.bench.runner import Settings, sweep
     from cnncost.speed.accuracy import relative_errors
@@ -119,12 +121,13 @@ def cpu_compiled(profile, models: list[str]) -> None:
     from cnncost.trace import count
     print(f"CPU, torch.compile (batch 8, {len(models)} models):")
     errors = []
-    for row in sweep(models, [8], Settings(device="cpu", warmup=2, iters=5, repeats=3, compile=True)):
+    for row in sweep(models, [8], Settings(device="cpu", warmup=2, iters=5, repeats=3, compile=True,
+                                            threads=threads)):
         if row["error"]:
             print(f"  {row['model']}: {row['error'][:80]}")
             continue
         result = count(row["model"], batch=8)
-        p = predict(result, profile, "fp32", 8, compiled=True)
+        p = predict(result, profile, "fp32", 8, compiled=True, threads=threads)
         measured_ms = 8e3 / row["img_per_s_max"]
         errors.append(float(relative_errors([p.latency_ms], [measured_ms])[0]))
         print(f"  {row['model']:<28} predicted {p.latency_ms:9.2f} ms, measured {measured_ms:9.2f} ms")
@@ -196,6 +199,8 @@ def main() -> None:
     parser.add_argument("--timm-dir", help="folder of timm's RTX 3090 tables (default /work/timm-data)")
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's); the profile "
+                        "must have been measured with as many")
     parser.add_argument("--cpu-compiled", type=int, default=0, metavar="N",
                         help="also measure torch.compile on this CPU for N models at batch 8")
     args = parser.parse_args()
@@ -203,7 +208,7 @@ def main() -> None:
     if not args.skip_gpu:
         gpu(args.timm_dir)
     if not args.skip_cpu:
-        cpu(args.profile, args.cpu_compiled)
+        cpu(args.profile, args.cpu_compiled, args.threads)
     own_speed()
     print(f"({time.perf_counter() - start:.0f} s)")
 

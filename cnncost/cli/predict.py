@@ -93,6 +93,17 @@ def json_data(p, profile, channels_last: bool, compiled: bool, train: bool) -> d
             "rows": row_records(p), "by_class": p.by_class().to_dict("records"), "notes": p.notes}
 
 
+def readable(records: list[dict]) -> list[dict]:
+    """Times to 4 significant digits and shares as percentages, for tables meant to be read."""
+    def value(k, v):
+        if k == "share":
+            return f"{v:.1%}"
+        if isinstance(v, float) and k.endswith(("_ms", "_per_s")):
+            return float(f"{v:.4g}")
+        return v
+    return [{k: value(k, v) for k, v in r.items()} for r in records]
+
+
 def views(p, profile, fmt: str, by: str, channels_last: bool, compiled: bool, train: bool) -> tuple[dict]:
     """The tables to print: the rows (or op classes) and the totals."""
     how = ", ".join(w for w, on in (("channels-last", channels_last), ("compiled", compiled),
@@ -107,4 +118,6 @@ def views(p, profile, fmt: str, by: str, channels_last: bool, compiled: bool, tr
         shown = [{k: r.get(k, "") for k in SHOWN} for r in row_records(p)]
     totals = [{"latency_ms": p.latency_ms, "img_per_s": p.img_per_s, "host_bound": p.host_bound,
                "flops": int(p.table.flops.sum()), "bytes": int(p.table.bytes.sum())}]
+    if fmt in ("table", "md"):
+        shown, totals = readable(shown), readable(totals)
     return ({f"{title}: predicted time per {by}": shown, "Totals": totals},)
