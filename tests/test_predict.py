@@ -151,9 +151,14 @@ def test_autocast_rules():
     assert list(w.autocast_fp32) == [True, False] and list(w.fp32_stream) == [False, True]
     assert list(w.traffic()) == pytest.approx([4_841_984 * constants.AUTOCAST_FP32_TRAFFIC,
                                                7_262_208 * constants.FP32_STREAM_TRAFFIC])
-    for eager_only in (work(table, "cuda", "fp32"), work(table, "cuda", "fp16", compiled=True),
-                       work(table, "cpu", "fp16")):
-        assert not eager_only.autocast_fp32.any() and not eager_only.fp32_stream.any()
+    for other in (work(table, "cuda", "fp32"), work(table, "cpu", "fp16")):
+        assert not other.autocast_fp32.any() and not other.fp32_stream.any()
+    # compiled: one kernel; the norm's fp32 tensors twice its fp16 bytes, the add on the fp32 stream
+    compiled = work(table, "cuda", "fp16", compiled=True)
+    stream = constants.FP32_STREAM_TRAFFIC
+    assert list(compiled.state) == ["run", "fused"]
+    assert compiled.moved[0] == pytest.approx(2 * 2_421_248 + max(4_841_472 * stream - 2 * 2_420_736, 0)
+                                              + 2_420_736 * stream)
 
 
 def test_datasheet_profile_uses_the_constants():

@@ -18,7 +18,8 @@ Rules change a row's counts before the roofline, each a fact about the kernels t
   copies, the casts around them), and in a model with such norms the residual stream they feed is fp32, so its
   elementwise rows move constants.FP32_STREAM_TRAFFIC times theirs;
 - ``compiled``: torch.compile fuses each run of memory-bound rows (norm, activation, elementwise) into one kernel
-  that reads the run's inputs once and writes its last output once (and fuses autocast's casts away).
+  that reads the run's inputs once and writes its last output once; autocast's casts fuse away, but its fp32
+  tensors still move twice the bytes of fp16 ones (and the fp32 stream FP32_STREAM_TRAFFIC times).
 """
 from __future__ import annotations
 
@@ -172,14 +173,12 @@ def nchw_transpose_bytes(table: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return extra
 
 
-def fuse(classes: list[str], flops: np.ndarray, moved: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray,
-                                                                                                  np.ndarray]:
+def fuse(classes: list[str], flops: np.ndarray, moved: np.ndarray, read: np.ndarray,
+         written: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """torch.compile's fusion: each run of neighbouring memory-bound rows (norm, elementwise) becomes one kernel.
     Its bytes are the first row's reads, plus what each later row reads beyond its predecessor's output (a
     residual, a scale), plus the last row's writes; the run's time is charged to its first row (the others: 0 and
-    no fixed cost, marked by a negative byte count that `rows` turns into 'fused')."""
-    read = table.bytes_read.to_numpy(dtype=float)
-    written = table.bytes_written.to_numpy(dtype=float)
+    no fixed cost, marked by a negative byte count that `work` turns into 'fused')."""
     flops, moved = flops.copy(), moved.copy()
     i, n = 0, len(classes)
     while i < n:
@@ -230,7 +229,7 @@ def work(table: pd.DataFrame, device_type: str, dtype: str, channels_last: bool 
     moved = table.bytes_read.to_numpy(dtype=float) + table.bytes_written.to_numpy(dtype=float)
     free = np.array([is_view(o) or attention_part(o, k) for o, k in zip(column(table, "op", ""), table.kind)],
                     dtype=bool).reshape(n)
-    gpu, amp = device_type == "cuda", device_type == "cuda" and dtype in ("fp16", "bf16") and not compiled
+    gpu, amp = device_type == "cuda", device_type == "cuda" and dtype in ("fp16", "bf16")
     if gpu and dtype != "fp32":
         flops = flops * tensor_core_padding(table, classes)
     transposed = nchw_transpose_bytes(table, classes) if gpu and not channels_last and not compiled else np.zeros(n)
@@ -241,9 +240,14 @@ def work(table: pd.DataFrame, device_type: str, dtype: str, channels_last: bool 
     flops[free], moved[free], transposed[free] = 0.0, 0.0, 0.0
     state = np.where(free, "free", "run").astype(object)
     if compiled:
-        flops, moved = fuse(classes, flops, moved, table)
+        # compiled autocast: no casts or fp32 copies left, but fp32 tensors stay twice the size of fp16 ones
+        scale = np.where(autocast_fp32, 2.0, 1.0) * np.where(fp32_stream, constants.FP32_STREAM_TRAFFIC, 1.0)
+        read = table.bytes_read.to_numpy(dtype=float) * scale
+        written = table.bytes_written.to_numpy(dtype=float) * scale
+        flops, moved = fuse(classes, flops, np.where(free, 0.0, read + written), read, written)
         state[moved < 0] = "fused"
         moved[moved < 0] = 0.0
+        autocast_fp32, fp32_stream = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)  # in `moved` already
     return Work(classes, flops, moved, transposed, autocast_fp32, fp32_stream, state)
 
 
