@@ -273,3 +273,24 @@ def test_usable_memory_is_below_the_nominal_and_sourced():
         assert 0.9 * devices.MEMORY_GIB[d.key] < usable < devices.MEMORY_GIB[d.key]
         assert source.startswith(("torch: https://", "estimate: "))
     assert devices.memory_bytes("rtx5090") == int(31.36 * 2**30)  # the RTX 5090's OOM message: 31.36 GiB
+
+
+# -- the library functions other commands and the report use ----------------------------------------------------
+
+def test_speed_columns_agree_for_analytic_and_traced_tables():
+    import cnncost
+    from cnncost.speed.estimate import speed_columns
+    from cnncost.trace import count
+    analytic = speed_columns(cnncost.analyze("resnet18", batch=8, dtype="fp16"), "h100-sxm", "fp16")
+    traced = speed_columns(count("resnet18", batch=8, dtype="fp16"), "h100-sxm", "fp16")
+    assert set(analytic) == {"device", "dtype", "latency_ms", "img_per_s", "host_bound"}
+    assert analytic["img_per_s"] == pytest.approx(traced["img_per_s"], rel=0.02)
+
+
+def test_report_tables():
+    from cnncost.speed.tables import lecture_speeds, macs_figures, macs_versus_speed
+    table = lecture_speeds(("resnet18", "resnet50"), ("rtx4090",), batch=8)
+    assert list(table.columns) == ["model", "size", "gmacs", "params_m", "rtx4090_img_per_s", "rtx4090_tflop_per_s"]
+    ratios = macs_versus_speed(table, ("rtx4090",)).set_index("model")
+    assert ratios.loc["resnet50", "macs_ratio"] == 1.0 and ratios.loc["resnet18", "rtx4090_speed_ratio"] > 1
+    assert macs_figures(table, ("rtx4090",))["rtx4090"]["tflop_per_s_spread"] >= 1

@@ -3,8 +3,8 @@
 A row's work is ``flops = 2 x macs + bias_adds`` and ``bytes = bytes_read + bytes_written`` (the tracer's counts
 for the dtype). Its time is the device profile's ``fixed_s + max(flops / flops_per_s, bytes / bytes_per_s)`` for
 the row's op class (cnncost.speed.device.Rate). The model's latency is the sum of its rows, and never less than
-the host's time to issue its ops (GPU profiles: ``launch_s`` per op). No torch import: rows and a profile in,
-a table out, so the arithmetic can be checked by hand.
+the host's time to issue its ops on a GPU (``host_seconds`` per op, which the device overlaps). No torch import:
+rows and a profile in, a table out, so the arithmetic can be checked by hand.
 
 Rules change a row's counts before the roofline, each a fact about the kernels that run:
 - views (reshape, permute, ...) move nothing; the parts of a fused attention call (its scaling and softmax rows)
@@ -31,7 +31,7 @@ import pandas as pd
 
 from cnncost.errors import CnnCostError
 from cnncost.speed import constants
-from cnncost.speed.device import OP_CLASSES, DeviceProfile
+from cnncost.speed.device import DeviceProfile
 
 # Classes torch.compile folds into one pointwise or reduction kernel per run of neighbouring rows.
 FUSIBLE = ("norm", "elementwise")
