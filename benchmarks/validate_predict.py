@@ -5,8 +5,9 @@ tables, each beside 1/MACs; and predict's own speed against trace's.
    predicts the latency of models calibration never saw (its cases come from ResNet-50, ResNeXt-50,
    EfficientNet-B0, MobileNetV3, ViT-B/16, Swin-T, ConvNeXt-T, DenseNet-121 and FPN / DeepLab heads; CPU_MODELS
    holds none of them), at batch 1 and 8 in fp32; `cnncost bench`'s runner measures them (best block of its CPU
-   defaults: 2 warm-up steps, 3 blocks of 5). Reported: median and 90th-percentile relative error of latency,
-   Spearman's rank correlation and close pairs named right, beside 1/MACs with its best scale.
+   defaults: 2 warm-up steps, 3 blocks of 5). Reported: median and 90th-percentile relative error of speed,
+   Spearman's rank correlation and close pairs named right, beside 1/MACs with its best scale; and predict at
+   its own best scale, which is what is left of its error when the machine's load made the profile's level wrong.
 2. GPU. timm's RTX 3090 AMP inference tables (nchw, nhwc; --timm-dir), the only published throughput predict's
    constants were set on, predicted through `predict` itself at each row's batch and size: the accuracy of the fit
    (a GPU the constants never saw is the real test, judged on tables kept elsewhere). No compiled RTX 3090 table
@@ -51,7 +52,7 @@ def show(title: str, figures: dict) -> None:
     from cnncost.speed.accuracy import describe
     print(f"  {title}")
     for label, s in figures.items():
-        print(f"    {label:>8}: {describe(s)}")
+        print(f"    {label:>19}: {describe(s)}")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -106,7 +107,7 @@ def cpu(profile_path: str | None, compiled_models: int, threads: int | None) -> 
         chosen = [r for r in rows if batch is None or r["batch"] == batch]
         speed = np.array([1 / r["measured_ms"] for r in chosen])
         figures = with_baseline([1 / r["predicted_ms"] for r in chosen], speed,
-                                [r["macs_per_image"] * r["batch"] for r in chosen])
+                                [r["macs_per_image"] * r["batch"] for r in chosen], rescaled=True)
         show(f"batch {batch}" if batch else "both batches", figures)
     write_csv(ROOT / "results" / "predict-validation-cpu.csv", rows)
     if compiled_models:

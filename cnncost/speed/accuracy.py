@@ -51,14 +51,16 @@ def close_pairs_right(predicted, measured, close: float = CLOSE) -> tuple[float,
     return float(right.mean()), int(keep.sum())
 
 
+def best_scale(predicted, measured) -> np.ndarray:
+    """k x predicted with the k whose median relative error is smallest (the prediction's shape, not its level)."""
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    scales = np.median(m / p) * np.exp(np.linspace(-1.0, 1.0, 401))
+    return min(scales, key=lambda k: np.median(relative_errors(k * p, m))) * p
+
+
 def macs_baseline(macs, measured) -> np.ndarray:
     """The 1/MACs prediction of speed, k / MACs with the k whose median relative error is smallest."""
-    inverse = 1.0 / np.asarray(macs, dtype=float)
-    m = np.asarray(measured, dtype=float)
-    start = np.median(m / inverse)
-    scales = start * np.exp(np.linspace(-1.0, 1.0, 401))
-    best = min(scales, key=lambda k: np.median(relative_errors(k * inverse, m)))
-    return best * inverse
+    return best_scale(1.0 / np.asarray(macs, dtype=float), measured)
 
 
 def summary(predicted, measured) -> dict:
@@ -76,6 +78,11 @@ def describe(s: dict) -> str:
             f"{s['spearman']:.4f}, close pairs right {s['close_pairs_right']:.1%} of {s['close_pairs']}")
 
 
-def with_baseline(predicted, measured, macs) -> dict:
-    """The summary of a prediction and of 1/MACs (best scale) on the same measurements."""
-    return {"predict": summary(predicted, measured), "1/MACs": summary(macs_baseline(macs, measured), measured)}
+def with_baseline(predicted, measured, macs, rescaled: bool = False) -> dict:
+    """The summary of a prediction and of 1/MACs (best scale) on the same measurements; with `rescaled`, also of
+    the prediction at its best scale (what is left when the device's level is off, e.g. a busy machine)."""
+    figures = {"predict": summary(predicted, measured)}
+    if rescaled:
+        figures["predict, best scale"] = summary(best_scale(predicted, measured), measured)
+    figures["1/MACs"] = summary(macs_baseline(macs, measured), measured)
+    return figures
