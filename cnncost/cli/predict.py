@@ -21,7 +21,8 @@ def predict(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help=TARGET_HELP)],
     device: Annotated[str, typer.Option("--device", "-d", help=DEVICE_HELP)] = "cpu",
-    dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32, fp16 or bf16 (the device must have it).",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, tf32, fp16 or bf16 (on a GPU fp16 / bf16 mean "
+                                       "autocast, as timm and training run them; the device must have it).",
                                        callback=lower)] = "fp32",
     batch: BatchOpt = 1,
     size: SizeOpt = None,

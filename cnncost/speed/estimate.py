@@ -15,6 +15,7 @@ from cnncost.speed.device import DeviceProfile, check_profile, load
 from cnncost.speed.predict import Prediction, predict_table
 
 DEFAULT_PROFILE = Path.home() / ".cache" / "cnncost" / "cpu-profile.json"
+GPU_THREADS = "--threads applies to a CPU profile (--device cpu or FILE.json), not to a GPU"
 
 
 def default_profile_path() -> Path:
@@ -34,7 +35,7 @@ def check_measured(profile: DeviceProfile, threads: int | None) -> DeviceProfile
     if profile.device_type == "cpu":
         return check_profile(profile, "cpu", threads if threads is not None else default_threads())
     if threads is not None:
-        raise CnnCostError("--threads applies to a CPU profile (--device cpu or FILE.json), not to a GPU")
+        raise CnnCostError(GPU_THREADS)
     return check_profile(profile, profile.device_type)
 
 
@@ -55,7 +56,7 @@ def resolve(device: str | DeviceProfile, threads: int | None = None) -> DevicePr
     if text.lower().endswith(".json") or Path(text).is_file():
         return check_measured(load(text), threads)
     if threads is not None:
-        raise CnnCostError("--threads applies to a CPU profile (--device cpu or FILE.json), not to a GPU")
+        raise CnnCostError(GPU_THREADS)
     from cnncost.bench.devices import by_key
     from cnncost.speed.constants import datasheet_profile
     return datasheet_profile(by_key(text))
