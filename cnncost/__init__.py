@@ -31,3 +31,12 @@ def scale(base: str = "efficientnet_b0", phi=None, depth: float | None = None, w
     import pandas as pd
     from cnncost.scaling import calculate
     return pd.DataFrame(calculate(base, phi, depth, width, resolution, published))
+
+
+def predict(model, device: str = "cpu", dtype: str = "fp32", batch: int | None = None, size: int | None = None,
+            channels_last: bool = False, compiled: bool = False, train: bool = False, threads: int | None = None):
+    """Predicted time of a model (a name, an nn.Module, or a traced Result) on a device: a data-sheet GPU key
+    (`cnncost devices`), 'cpu' (this machine's `cnncost calibrate` profile) or a profile FILE.json. Returns a
+    Prediction: `.img_per_s`, `.latency_ms` and `.table` (pandas, one row per layer with `predicted_ms`)."""
+    from cnncost.speed import estimate
+    return estimate.predict(model, device, dtype, batch, size, channels_last, compiled, train, threads)

@@ -62,6 +62,7 @@ class DeviceProfile:
     op_overhead_s: float | None = None  # measured time of a tiny op (dispatch, and launch on a GPU)
     memory_total_bytes: int | None = None  # all the memory (GPU: the card's; CPU: the machine's)
     points: list[dict] = field(default_factory=list)  # calibrate's measurements, one per dtype and case
+    launch_s: float = 0.0         # host time to issue one op; a GPU overlaps it, so a step takes >= ops x launch_s
 
     def rate(self, dtype: str, op_class: str) -> Rate:
         """The rate of an op class in a dtype; one line if the device has no such dtype."""
