@@ -41,21 +41,67 @@ def registered(name: str):
         return None
 
 
-def counted(model: str, size: int | None = None, batch: int | None = None, dtype: str = "fp32") -> Result:
-    """The analytic result of a registered model; any other name `cnncost trace` accepts (a torchvision model,
-    FILE.py:FACTORY) is counted by tracing the real model on the meta device (weights=None)."""
-    entry = registered(model)
+def counted(model, size: int | None = None, batch: int | None = None, dtype: str = "fp32",
+            depth: int | None = None) -> Result:
+    """The analytic result of a registered model; any other model `cnncost trace` accepts (a torchvision model,
+    FILE.py:FACTORY; a name or a ModelSource) is counted by tracing the real model on the meta device
+    (weights=None), its stages the module tree at the depth where its repeated blocks appear (or `depth`)."""
+    entry = registered(model) if isinstance(model, str) else None
     if entry is not None:
         return Result.from_spec(build(entry.name, batch=batch, size=size), dtype)
     from cnncost.formulas import dtype_bytes
     dtype_bytes(dtype)
     from cnncost.trace.counter import count_source
     from cnncost.trace.models import load
-    result = count_source(load(model), batch=batch, size=size, dtype=dtype)
-    result.table["stage"] = result.table["stage"].replace("", "(model)")
-    result.notes.insert(0, f"{result.model} has no analytic spec: counted by tracing the real model "
-                           "(stages are its top-level modules)")
+    result = count_source(load(model) if isinstance(model, str) else model, batch=batch, size=size, dtype=dtype)
+    result.table["stage"] = traced_stages(result.table, depth)
+    how = f"the modules at depth {depth}" if depth else "its module tree where the repeated blocks appear"
+    result.notes.insert(0, f"{result.model} has no analytic spec: counted by tracing the real model (stages are "
+                           f"{how}; --depth N chooses another depth)")
     return result
+
+
+# -- the stages of a traced model: its module tree where the repeated blocks appear ---------------------------
+
+# A module whose name says attention (swin's ShiftedWindowAttention runs its products as plain matmuls).
+ATTENTION_MODULE = re.compile(r"^.*?\b\w*(?:attn|attention)\w*(?=\.|$)", re.IGNORECASE)
+DOMINANT = 0.9  # a module holding this share of the MACs is looked into rather than taken as one stage
+
+
+def prefix(name: str, depth: int) -> str:
+    """A module path cut to a depth of the module tree; the root's own ops as (model)."""
+    return "(model)" if name in ("", "(model)") else ".".join(name.split(".")[:depth])
+
+
+def signature(rows: pd.DataFrame, path: str) -> tuple:
+    """What a module does, to tell repeated blocks apart: its rows' kinds and shapes, below its own path."""
+    inside = rows[(rows.name == path) | rows.name.str.startswith(path + ".")]
+    return tuple(zip(inside.kind, inside.in_shape, inside.out_shape, inside.name.str.removeprefix(path)))
+
+
+def traced_stages(table: pd.DataFrame, depth: int | None = None) -> pd.Series:
+    """Each traced row's stage: the modules at `depth`, or else the top-level modules, looking into a module that
+    holds most of the MACs (a `features` that is the whole network) until its children are repeated blocks (a
+    ViT's encoder layers: one stage of them) or it has no children left to tell apart."""
+    if depth:
+        return table.name.map(lambda n: prefix(n, depth))
+    stages = table.name.map(lambda n: prefix(n, 1))
+    levels = dict.fromkeys(stages.unique(), 1)
+    total = max(int(table.macs.sum()), 1)
+    while True:
+        macs = table.macs.groupby(stages).sum()
+        top = macs.idxmax()
+        if top == "(model)" or macs[top] < DOMINANT * total:
+            break
+        inside = stages == top
+        level = levels[top] + 1
+        children = table.name[inside].map(lambda n: prefix(n, level))
+        blocks = [c for c in children.unique() if c != top]
+        if len(blocks) < 2 or len({signature(table[inside], b) for b in blocks}) == 1:
+            break  # one child only, or all alike: the module is one stage (of repeated blocks)
+        stages = stages.where(~inside, children)
+        levels.update(dict.fromkeys(blocks, level))
+    return stages
 
 
 def family_order(name: str) -> tuple[int, int]:
@@ -102,7 +148,7 @@ def traceable(pattern: str, known: set[str]) -> list[dict]:
 # -- describing a stage the way the papers' tables do ------------------------------------------
 
 
-def depth(table: pd.DataFrame) -> int:
+def layer_depth(table: pd.DataFrame) -> int:
     """Weight layers (conv, linear) on the longest path: projection shortcuts skipped, the longest branch counted."""
     core = table[table.category.isin(CORE) & ~table.name.str.contains("downsample", regex=False)]
     chain, branches = 0, {}
@@ -183,6 +229,70 @@ def structure(rows: pd.DataFrame) -> str:
     return repeated(layer_ops(keep))
 
 
+def runs(ops: list[str]) -> str:
+    """Ops with each run of one op written once: 'a, [b] x9, c'."""
+    out: list[list] = []
+    for op in ops:
+        if out and out[-1][0] == op:
+            out[-1][1] += 1
+        else:
+            out.append([op, 1])
+    return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in out)
+
+
+def block_items(rows: pd.DataFrame) -> list[str]:
+    """A traced block's layers as its paper would name them: 'attention' for an attention layer and its
+    projections, 'MLP 3072' for consecutive fully connected layers (their hidden width), convs and pools as
+    described one by one."""
+    attention = {n for n, k in zip(rows.name, rows.kind) if k == "attention"}
+    attention |= {m.group(0) for n in rows.name if (m := ATTENTION_MODULE.match(n))}
+    items, hidden, current = [], None, None
+    for row in rows.itertuples():
+        owner = next((a for a in attention if row.name == a or row.name.startswith(a + ".")), None)
+        if owner is not None:
+            if owner != current:
+                items.append("attention")
+            current, hidden = owner, None
+            continue
+        current = None
+        if row.kind == "linear":
+            width = int(row.out_shape.split("x")[-1])
+            if hidden is None:
+                hidden = width
+                items.append(f"fc {width}")
+            else:
+                items[-1] = f"MLP {hidden}"
+        elif row.category in CORE or row.category == "pool":
+            text = describe(row)
+            if text:
+                items.append(text)
+            hidden = None
+    return items
+
+
+def traced_structure(rows: pd.DataFrame, stage: str) -> str:
+    """A traced stage as its blocks (the modules one level below it) and its own layers, runs written once."""
+    level = len(stage.split("."))
+    ops, seen = [], {}
+    for name in rows.name:
+        block = prefix(name, level + 1) if stage != "(model)" and len(name.split(".")) > level else None
+        if block is None:
+            text = describe_rows(rows[rows.name == name])
+            ops += [t for t in text if t] if name not in seen else []
+            seen[name] = True
+        elif block not in seen:
+            seen[block] = True
+            items = block_items(rows[(rows.name == block) | rows.name.str.startswith(block + ".")])
+            if items:
+                ops.append(f"[{', '.join(items)}]" if len(items) > 1 else items[0])
+    return runs(ops)
+
+
+def describe_rows(rows: pd.DataFrame) -> list[str]:
+    """The described layers of some rows (convs, fully connected layers, pools)."""
+    return [describe(r) for r in rows.itertuples() if r.category in CORE or r.category == "pool"]
+
+
 def output(shape: str) -> str:
     """An output shape as the papers write it: 56x56x256 (H x W x C), or 1000 for a vector."""
     dims = shape.split("x")[1:]
@@ -194,8 +304,9 @@ def stage_rows(result: Result, unit: Unit = UNITS["macs"]) -> list[dict]:
     rows = []
     for stage, group in result.table.groupby("stage", sort=False):
         core = group[group.category.isin(CORE)]
+        traced = result.source != "analytic"
         rows.append({"stage": stage or "(model)", "output": output(group.out_shape.iloc[-1]),
-                     "structure": structure(group),
+                     "structure": traced_structure(group, stage or "(model)") if traced else structure(group),
                      "params": int(group.params.sum()), f"core_{unit.name}": unit.of(int(core.macs.sum())),
                      f"all_{unit.name}": unit.of(int(group.macs.sum()))})
     return rows
@@ -236,7 +347,7 @@ def totals_row(result: Result, unit: Unit, metadata: bool) -> dict:
     row = {"model": result.model, "input": "x".join(map(str, result.input_shape)), "params": result.total("params"),
            f"core_{unit.name}": unit.of(core), **({"core_flops": 2 * core} if unit.name == "macs" else {}),
            f"all_{unit.name}": unit.of(every), "activations": result.total("activations"),
-           "depth": depth(result.table)}
+           "depth": layer_depth(result.table)}
     return {**row, **(in_unit([published(result.model)], unit)[0] if metadata else {})}
 
 
@@ -272,16 +383,20 @@ def by_stage(results: list[Result], unit: Unit) -> list[dict]:
     return rows
 
 
-def comparison(models: Sequence[str], size: int | None = None, batch: int | None = None, dtype: str = "fp32",
-               unit: Unit = UNITS["macs"], metadata: bool = True) -> tuple[list[dict], list[dict]]:
-    """Totals rows (ratios to the first model) and per-stage rows of several models, exact integers or None."""
+def comparison(models: Sequence, size: int | None = None, batch: int | None = None, dtype: str = "fp32",
+               unit: Unit = UNITS["macs"], metadata: bool = True,
+               depth: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Totals rows (ratios to the first model) and per-stage rows of several models (names, or ModelSources to
+    trace), exact integers or None."""
     if len(models) < 2:
         raise CnnCostError("compare needs at least two models")
-    keys = [entry.name if (entry := registered(m)) else m.strip().lower() for m in models]
+    keys = [m.name if not isinstance(m, str) else entry.name if (entry := registered(m)) else m.strip().lower()
+            for m in models]
     twice = [name for name, n in Counter(keys).items() if n > 1]
     if twice:
-        raise CnnCostError(f"{twice[0]} is given twice (names and aliases count as the same model)")
-    results = [counted(m, size, batch, dtype) for m in models]
+        raise CnnCostError(f"{twice[0]} is given twice (names and aliases count as the same model; give a factory "
+                           f"different arguments as NAME[key=value])")
+    results = [counted(m, size, batch, dtype, depth) for m in models]
     rows = ratios([totals_row(r, unit, metadata) for r in results], ["params", f"core_{unit.name}", "activations"])
     return rows, by_stage(results, unit)
 

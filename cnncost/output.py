@@ -202,6 +202,7 @@ def to_rich(tables: Mapping[str, Records], width: int | None = None, ascii_only:
     narrow terminal the less important columns are left out (named under the table)."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     width = terminal_width() if width is None else width
@@ -213,15 +214,15 @@ def to_rich(tables: Mapping[str, Records], width: int | None = None, ascii_only:
         left_out = [c for c in widths if c not in columns]
         caption = (f"{len(left_out)} column(s) left out to fit {width} characters: {', '.join(left_out)} "
                    f"(widen the terminal, or use -f md, csv or json)") if left_out else None
-        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-                      box=box.ASCII2 if ascii_only else box.HEAVY_HEAD)
-        for column in columns:
+        table = Table(title=escape(title), title_justify="left", caption=caption and escape(caption),
+                      caption_justify="left", box=box.ASCII2 if ascii_only else box.HEAVY_HEAD)
+        for column in columns:  # text is shown as it is: '[3x3 64] x2' is not markup
             if is_number(rows[0][column]):
-                table.add_column(column, justify="right", no_wrap=True, min_width=widths[column])
+                table.add_column(escape(column), justify="right", no_wrap=True, min_width=widths[column])
             else:
-                table.add_column(column, overflow="fold", min_width=widths[column])
+                table.add_column(escape(column), overflow="fold", min_width=widths[column])
         for row in shown:
-            table.add_row(*(row[c] for c in columns))
+            table.add_row(*(escape(row[c]) for c in columns))
         console.width = max(width, table_width([c.min_width or 0 for c in table.columns]))
         console.print(table)
     return console.export_text()

@@ -6,11 +6,15 @@ from typing import Annotated, List, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import (DtypeOpt, FormatOpt, ModelBatchOpt, OutputOpt, SizeOpt, UnitOpt, blank, layer_view,
-                                 notice, unit_of)
+from cnncost.cli.options import (ArgOpt, AuxOpt, ChannelsOpt, DetectionsOpt, DtypeOpt, FormatOpt, InputOpt,
+                                 ModelBatchOpt, OutputOpt, SizeOpt, UnitOpt, blank, layer_view, model_options_given,
+                                 named_model, notice, unit_of)
 
 ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet50, resnext50 (see `cnncost list`).")]
 ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
+StageDepthOpt = Annotated[Optional[int], typer.Option("--depth", min=1, help="For a traced model, the module-tree "
+                                                      "depth of its stages (default: where its repeated blocks "
+                                                      "appear).")]
 MultOpt = Annotated[Optional[float], typer.Option(help="Multiplier applied to the base (default 1).")]
 
 
@@ -70,26 +74,36 @@ def list_models(
 
 @app.command("show")
 def show_command(
+    ctx: typer.Context,
     model: ModelArg,
     size: SizeOpt = None,
     batch: ModelBatchOpt = None,
+    inputs: InputOpt = None,
+    aux: AuxOpt = None,
+    arg: ArgOpt = None,
+    channels: ChannelsOpt = None,
+    detections: DetectionsOpt = None,
     by: ByOpt = "layer",
+    depth: StageDepthOpt = None,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
 ) -> None:
     """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals.
-    A model with no analytic spec (any torchvision model, FILE.py:FACTORY) is counted by tracing it."""
-    from cnncost.catalog import counted, depth, registered
+    A model with no analytic spec (any torchvision model, FILE.py:FACTORY), or given model options, is counted by
+    tracing the real model."""
+    from cnncost.catalog import counted, layer_depth, registered
     from cnncost.output import emit
     u = unit_of(unit)
     by = check_level(by)
-    result = counted(model, size, batch, dtype)
-    rows, totals, shown = layer_view(result.by(by), {"layers": len(result.table), "depth": depth(result.table),
-                                                     **result.totals()}, by, fmt, unit)
+    result = counted(model_to_count(ctx, model, aux, arg, channels, inputs, detections), size, batch, dtype,
+                     depth)
+    rows, totals, shown = layer_view(result.by(by), {"layers": len(result.table),
+                                                     "depth": layer_depth(result.table), **result.totals()},
+                                     by, fmt, unit)
     shape = "x".join(map(str, result.input_shape))
-    entry = registered(model)
+    entry = registered(model) if result.source == "analytic" else None
     paper = entry.paper if entry else {}
     data = {**result.document(rows, totals[0], u.name, by, traced=False),
             "torchvision": entry.torchvision if entry else torchvision_name(result.model),
@@ -101,6 +115,16 @@ def show_command(
         tables["About"] = [{"source": paper.get("source", ""), "note": paper.get("note", "")}]
     notice(result.notes)
     emit(tables, fmt, output, data=data)
+
+
+def model_to_count(ctx: typer.Context, model: str, aux, arg, channels, inputs, detections,
+                   every: list[str] | None = None):
+    """A registered name as it is (its analytic spec); a model with model options given (to any of `every`
+    model) as its source, to be traced."""
+    from cnncost.catalog import registered
+    if registered(model) and not model_options_given(ctx, every or [model]):
+        return model
+    return named_model(ctx, model, aux, arg, channels, inputs, detections)
 
 
 def check_level(by: str) -> str:
@@ -120,9 +144,18 @@ def torchvision_name(model: str) -> str | None:
 
 @app.command("compare")
 def compare_command(
-    models: Annotated[List[str], typer.Argument(help="Two or more models; ratios are to the first.")],
+    ctx: typer.Context,
+    models: Annotated[List[str], typer.Argument(help="Two or more models; ratios are to the first. A factory "
+                                                "may carry its own arguments: 'net.py:make[width=8]' "
+                                                "'net.py:make[width=16]' (quote them for the shell).")],
     size: SizeOpt = None,
     batch: ModelBatchOpt = None,
+    inputs: InputOpt = None,
+    aux: AuxOpt = None,
+    arg: ArgOpt = None,
+    channels: ChannelsOpt = None,
+    detections: DetectionsOpt = None,
+    depth: StageDepthOpt = None,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     stages: Annotated[bool, typer.Option("--stages", help="Only the per-stage table (what csv then holds).")] = False,
@@ -133,7 +166,8 @@ def compare_command(
     from cnncost.catalog import comparison
     from cnncost.output import emit
     u = unit_of(unit)
-    totals, per_stage = comparison(models, size, batch, dtype, u, metadata=not stages)
+    chosen = [model_to_count(ctx, m, aux, arg, channels, inputs, detections, models) for m in models]
+    totals, per_stage = comparison(chosen, size, batch, dtype, u, metadata=not stages, depth=depth)
     human = fmt in ("table", "md")
     tables = {f"Per stage (core {u.label} = conv + linear; all = every category; ratio to {totals[0]['model']})":
               blank(per_stage, fmt)}

@@ -106,16 +106,48 @@ def unit_of(name: str):
 def named_model(ctx: typer.Context, model: str, aux: bool | None, arg: list[str] | None, channels: int | None,
                 inputs: list[str] | None, detections: int | None = None):
     """The model a command names, its model options checked once: --input not beside --size, --batch or
-    --channels, --input shapes and --arg values parsed, --aux / --no-aux only for a model with auxiliary heads."""
+    --channels, --input shapes and --arg values parsed (and a model's own, NAME[key=value, ...], over them),
+    --aux / --no-aux only for a model with auxiliary heads."""
+    from dataclasses import replace
+
     from cnncost.trace.models import check_aux, load
     from cnncost.trace.sources import parse_input
     from cnncost.trace.userfile import parse_kwargs
     check_input_clash(ctx, inputs)
     shapes = [parse_input(text) for text in inputs or []]
-    source = load(model, aux, parse_kwargs(arg), channels, shapes=shapes, detections=detections)
+    name, own = own_arguments(model)
+    source = load(name, aux, {**parse_kwargs(arg), **own}, channels, shapes=shapes, detections=detections)
     if given(ctx, "aux"):
         check_aux(source, aux)
-    return source
+    return replace(source, name=model.strip()) if own else source
+
+
+def own_arguments(model: str) -> tuple[str, dict]:
+    """A model named with factory arguments of its own, 'net.py:make[width=8, act=relu]', as (name, arguments);
+    the values read as --arg reads them (Python literals; true/false/none; a bare word is a string)."""
+    import ast
+
+    from cnncost.errors import CnnCostError
+    from cnncost.trace.userfile import parse_value
+    text = model.strip()
+    if not text.endswith("]") or "[" not in text:
+        return text, {}
+    name, _, inner = text[:-1].partition("[")
+    try:
+        call = ast.parse(f"_({inner})", mode="eval").body
+    except SyntaxError:
+        call = None
+    if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+        raise CnnCostError(f"{text}: arguments in brackets are key=value pairs separated by commas, e.g. "
+                           f"{name}[width=8, act=relu]")
+    source = f"_({inner})"
+    return name, {k.arg: parse_value(k.arg, ast.get_source_segment(source, k.value)) for k in call.keywords}
+
+
+def model_options_given(ctx: typer.Context, models: list[str]) -> bool:
+    """Whether a model option was given (for a registered model: count the real model, not the paper's spec)."""
+    return any(given(ctx, o) for o in ("aux", "arg", "channels", "inputs", "detections")) or \
+        any(own_arguments(m)[1] for m in models)
 
 
 def check_input_clash(ctx: typer.Context, inputs: list[str] | None, options=("size", "batch", "channels")) -> None:

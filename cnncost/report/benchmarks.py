@@ -1,4 +1,4 @@
-"""The benchmarks report: measured throughput from results/*.csv, each labelled with its device."""
+"""The benchmarks report: measured throughput from results/bench-*.csv, each labelled with its device."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +30,7 @@ def section(csv: Path, figures: Path) -> str:
 
 def report(out: Path, results: Path = RESULTS) -> str:
     """reports/benchmarks.md from every CSV under results/."""
-    csvs = sorted(results.glob("*.csv")) if results.is_dir() else []
+    csvs = sorted(results.glob("bench-*.csv")) if results.is_dir() else []
     body = "".join(section(c, out / "figures") for c in csvs) or "No benchmark CSV under results/ yet.\n"
     return ("# Benchmarks\n\nMeasured by `cnncost bench` (CUDA events on a GPU, perf_counter on a CPU), "
             "plotted from the CSV alone. Counted MACs do not predict speed: compare images/s with MACs per "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cnncost import analyze
 from cnncost.bench.devices import by_key
-from cnncost.catalog import depth, stage_rows
+from cnncost.catalog import layer_depth, stage_rows
 from cnncost.report.markdown import image, table
 from cnncost.figures import pyplot, save
 from cnncost.result import Result
@@ -105,7 +105,7 @@ def report(name: str, out: Path) -> str:
         f"# {name}\n\n"
         f"Input {'x'.join(map(str, result.input_shape))} (NCHW). Parameters {t['params']:,}; core MACs "
         f"(conv + linear) {t['core_macs']:,}; all MACs {t['macs']:,} (= {2 * t['macs']:,} FLOPs); bias adds "
-        f"{t['bias_adds']:,}; activations {t['activations']:,} elements; depth {depth(result.table)} weight "
+        f"{t['bias_adds']:,}; activations {t['activations']:,} elements; depth {layer_depth(result.table)} weight "
         "layers. Every total is the sum of the rows below.\n\n"
         "## Per stage\n\n" + table(stages) + "\n"
         + image(f"../figures/{name}_stages.png", "parameters and MACs per stage") + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnncost import analyze
-from cnncost.catalog import depth
+from cnncost.catalog import layer_depth
 from cnncost.report.markdown import image, table
 from cnncost.figures import pyplot, save
 from cnncost.specs import resolve
@@ -27,7 +27,7 @@ def overview_row(name: str) -> dict:
     """One model's totals (exact, from the analytic spec) with accuracy and MACs per top-1 point."""
     result, entry = analyze(name), resolve(name)
     row = {"model": name, "input_px": entry.resolution, "params": result.total("params"),
-           "core_macs": result.core_macs, "activations": result.total("activations"), "depth": depth(result.table),
+           "core_macs": result.core_macs, "activations": result.total("activations"), "depth": layer_depth(result.table),
            **torchvision_metrics(name), "paper_top1_pct": entry.paper.get("top1")}
     top1 = row["tv_top1_pct"]
     row["core_macs_per_top1_point"] = round(row["core_macs"] / top1) if top1 else None
