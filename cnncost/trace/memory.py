@@ -38,6 +38,35 @@ from cnncost.trace.step import (
 
 CUDA_BLOCK = 512
 ALLOCATORS = {"cpu": 1, "cuda": CUDA_BLOCK}
+# oneDNN's scratch for the weight gradient of a grouped conv on a channels-last input with a kernel of 5 or more:
+# groups x k_h x k_w x 256 floats, whatever the batch, size and threads (measured with torch.profiler's memory
+# events on torch 2.14's CPU build; ConvNeXt's 7x7 depthwise convs, whose input a permute leaves channels-last).
+ONEDNN_GROUPED_SCRATCH = 256
+
+
+def device_layout(func, args: tuple, out):
+    """A convolution's output in the memory format a real device gives it: channels-last when its input or weight
+    is (oneDNN and cuDNN alike), where the meta kernel makes it contiguous; every other output as it is."""
+    if func._overloadpacket.__name__ not in ("convolution", "_convolution") or not isinstance(out, torch.Tensor):
+        return out
+    last = torch.channels_last if out.dim() == 4 else torch.channels_last_3d if out.dim() == 5 else None
+    if last is None or out.is_contiguous(memory_format=last):
+        return out
+    if any(t.is_contiguous(memory_format=last) and not t.is_contiguous() for t in args[:2]):
+        return out.contiguous(memory_format=last)
+    return out
+
+
+def cpu_scratch(func, args: tuple) -> int:
+    """Bytes a CPU kernel allocates inside itself and frees before returning, where they matter to the peak:
+    convolution_backward's oneDNN scratch for a grouped conv with a large kernel on a channels-last input."""
+    if func._overloadpacket.__name__ != "convolution_backward":
+        return 0
+    x, weight, groups = args[1], args[2], args[9] if len(args) > 9 else 1
+    kernel = tuple(weight.shape[2:])
+    if groups < 2 or x.dim() != 4 or min(kernel) < 5 or not x.is_contiguous(memory_format=torch.channels_last):
+        return 0
+    return groups * kernel[0] * kernel[1] * ONEDNN_GROUPED_SCRATCH * 4
 # Every storage belongs to one category; what is not one of the first six is a temporary.
 CATEGORIES = ("params", "buffers", "inputs", "grads", "optimizer_state", "activations", "temporaries")
 
@@ -53,11 +82,13 @@ def storage_of(t: torch.Tensor) -> torch.UntypedStorage:
 
 
 class LiveBytes(TorchDispatchMode):
-    """Live bytes per category over time, from the storages aten ops create and their finalizers."""
+    """Live bytes per category over time, from the storages aten ops create and their finalizers (on the CPU
+    allocator, with the scratch of the kernels that allocate one, see cpu_scratch)."""
 
     def __init__(self, block: int = 1):
         super().__init__()
         self.block = block
+        self.scratch = block == ALLOCATORS["cpu"]
         self.category: dict[int, str] = {}
         self.size: dict[int, int] = {}
         self.refs: dict[int, weakref.ref] = {}
@@ -109,7 +140,12 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.phase == "forward" and torch._C._current_autograd_node() is not None:
             self.phase, self.forward_end = "backward", self.total()
-        out = func(*args, **(kwargs or {}))
+        scratch = cpu_scratch(func, args) if self.scratch else 0
+        if scratch:  # held while the kernel runs, beside its inputs and before its outputs
+            self.live["temporaries"] += scratch
+            self.update_peak()
+            self.live["temporaries"] -= scratch
+        out = device_layout(func, args, func(*args, **(kwargs or {})))
         created = "activations" if self.phase == "forward" else "temporaries"
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -232,7 +268,7 @@ def traced_step(model: torch.nn.Module, opt: torch.optim.Optimizer, inputs, targ
     saved = SavedTensors(model, set(live.category), block)
     try:
         with live, saved.hooks():
-            training_step(model, inputs, targets, opt, dtype, device_of(as_inputs(inputs)))
+            training_step(model, inputs, targets, opt, dtype, device_of(as_inputs(inputs)), fused_attention=True)
     finally:
         for h in handles:
             h.remove()

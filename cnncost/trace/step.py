@@ -232,13 +232,50 @@ def as_inputs(inputs, input_grad: bool | None = None):
 
 
 def training_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  dtype: str = "fp32", device: str = "meta") -> None:
+                  dtype: str = "fp32", device: str = "meta", fused_attention: bool = False) -> None:
     """model.train(); loss = cross_entropy(model(*inputs), targets); loss.backward(); optimizer.step(); zero grads.
-    inputs: a tuple of arguments or models.Inputs (keyword arguments too)."""
+    inputs: a tuple of arguments or models.Inputs (keyword arguments too). fused_attention: on meta, attention runs
+    as a fused kernel, as it does on a real device (see FusedAttention)."""
     model.train()
     call = as_inputs(inputs)
-    with autocast(device, dtype):
+    fused = FusedAttention() if fused_attention and device == "meta" else nullcontext()
+    with autocast(device, dtype), fused:
         loss = training_loss(model(*call.args, **call.kwargs), targets)  # segmentation's dicts too
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+class FusedAttention(torch.overrides.TorchFunctionMode):
+    """F.scaled_dot_product_attention on meta as the fused kernel a real device runs (flash attention: what it
+    keeps for backward is its output and one log-sum-exp per query, not the attention matrix the math decomposition
+    keeps on meta); calls it cannot run (dropout, grouped-query attention) run as they are."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        F = torch.nn.functional
+        if func is F.scaled_dot_product_attention:
+            return self.attention(*args, **kwargs)
+        if func is F.multi_head_attention_forward:  # it calls attention by its module-level name, out of our sight
+            plain, F.scaled_dot_product_attention = F.scaled_dot_product_attention, self.attention
+            try:
+                return func(*args, **kwargs)
+            finally:
+                F.scaled_dot_product_attention = plain
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def attention(*args, **kwargs):
+        """scaled_dot_product_attention as flash attention where it can run so, else as it is."""
+        from cnncost.trace.ops.registry import schema_signature
+        bound = schema_signature("scaled_dot_product_attention").bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        if a["dropout_p"] or a["enable_gqa"] or not a["query"].is_meta or a["query"].dim() != 4:
+            return SDPA(*args, **kwargs)
+        out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            a["query"], a["key"], a["value"], 0.0, bool(a["is_causal"]), attn_mask=a["attn_mask"], scale=a["scale"])
+        return out
+
+
+SDPA = torch.nn.functional.scaled_dot_product_attention  # the builtin, kept before any call patches its name

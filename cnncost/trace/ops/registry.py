@@ -84,6 +84,7 @@ def has_signature(func: Callable) -> bool:
     return not any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
+@lru_cache(maxsize=None)
 def schema_signature(aten: str) -> inspect.Signature:
     """A Python signature from an aten op's schema: its arguments by name (`self` as `input`), with defaults."""
     params = []
