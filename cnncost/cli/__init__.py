@@ -12,7 +12,7 @@ from cnncost.errors import CnnCostError
 from cnncost.output import INPUTS, ReaderGone
 from cnncost.cli import bottleneck  # noqa: F401  (registers its command)
 
-COMMAND_MODULES = ("catalog", "counting", "training", "bench", "report", "calibrate", "predict")
+COMMAND_MODULES = ("catalog", "counting", "training", "bench", "report", "calibrate", "predict", "profile")
 
 
 def _register_optional() -> None:

@@ -92,3 +92,24 @@ def tracking(mode, *trackers) -> Iterator:
         for tracker in trackers:
             stack.enter_context(tracker)
         yield stack.enter_context(mode)
+
+
+class OpSequence:
+    """The aten ops a counter saw, in order, each with the row it went to, so that a profiler's events of the same
+    run can be joined to the rows (cnncost profile). An op with no row of its own (a view, a copy, an op inside a
+    function booked whole) goes with the next row booked: its time is its layer's."""
+
+    def __init__(self):
+        self.ops: list[list] = []  # [aten name as the profiler names it ('aten::convolution'), row or None]
+        self.pending: list[int] = []
+
+    def seen(self, func) -> None:
+        """An op the dispatch mode saw (its row, if any, is told next by `booked`)."""
+        self.pending.append(len(self.ops))
+        self.ops.append([func._schema.name, None])
+
+    def booked(self, row: dict) -> None:
+        """A row booked: the ops seen since the last row are its."""
+        for i in self.pending:
+            self.ops[i][1] = row
+        self.pending.clear()

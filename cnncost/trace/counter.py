@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnncost.errors import CnnCostError
 from cnncost.formulas import Cost
 from cnncost.result import Result
-from cnncost.trace.costing import Costs, layer_seen, op_label, run_op, tracking
+from cnncost.trace.costing import Costs, OpSequence, layer_seen, op_label, run_op, tracking
 from cnncost.trace.fallback import with_cpu_fallback
 from cnncost.trace.functions import FunctionMode
 from cnncost.trace.kinds import root_name
@@ -40,8 +40,9 @@ COMPOSITES = frozenset(["scaled_dot_product_attention", "multi_head_attention", 
 class ForwardCounter(TorchDispatchMode):
     """Collects one row per op call of a forward pass (per part of a composite layer)."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, sequence: OpSequence | None = None):
         super().__init__()
+        self.sequence = sequence  # the ops in order with their rows, when a profile is joined to this count
         self.modules = ModuleStack(model)
         self.ledger = ParamLedger(model)
         self.costs = Costs()
@@ -54,6 +55,8 @@ class ForwardCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = run_op(func, args, kwargs)
+        if self.sequence is not None:
+            self.sequence.seen(func)
         if self.functions.muted:
             return out
         layer, booked = layer_seen(func, args, kwargs, out, self.ledger)
@@ -68,6 +71,8 @@ class ForwardCounter(TorchDispatchMode):
         parts = c.parts if c.kind in COMPOSITES else (("", c),)
         rows = [self.add(part, op, suffix, part.out_shape if c.parts else shape(first_tensor(out)))
                 for suffix, part in parts]
+        if self.sequence is not None:
+            self.sequence.booked(rows[0])
         named = {suffix: row for (suffix, _), row in zip(parts, rows) if suffix}
         for owner, is_param, n in self.ledger.first_reads(args):  # a part's own module (out_proj), else the first
             named.get(owner.rpartition(".")[2], rows[0])["params" if is_param else "buffers"] += n
@@ -83,12 +88,12 @@ class ForwardCounter(TorchDispatchMode):
 
 
 def count_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bool = False,
-                 dtype: str = "fp32") -> Result:
+                 dtype: str = "fp32", sequence: OpSequence | None = None) -> Result:
     """Count a real module on its inputs (meta or real tensors, where the module is): a tensor or list (one
     argument), a tuple (the arguments), a dict (keyword arguments) or an Inputs; per-layer rows in the shared
-    Result format."""
+    Result format (with `sequence`, the ops seen in order with their rows' positions in the table)."""
     inputs = Inputs.of(x)
-    counter = ForwardCounter(model)
+    counter = ForwardCounter(model, sequence)
     training = model.training
     try:
         model.eval()
@@ -100,6 +105,9 @@ def count_module(model: torch.nn.Module, x: Any, name: str = "model", strict: bo
     if strict and counter.costs.unsupported:
         raise CnnCostError(f"{name}: ops with no formula (--strict): {fmt_ops(counter.costs.unsupported)}")
     result = result_of(model, counter.rows, counter.ledger, counter.costs.unsupported, inputs, name, SOURCE, dtype)
+    if sequence is not None:  # rows by their position in the table
+        position = {id(row): i for i, row in enumerate(counter.rows)}
+        sequence.ops = [[op, None if row is None else position[id(row)]] for op, row in sequence.ops]
     if not has_forward(model):
         result.notes.insert(0, f"{type(model).__name__} has no forward: only its parameters are counted")
     return result

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnncost.errors import CnnCostError
 from cnncost.formulas import CORE, Cost
-from cnncost.trace.costing import Costs, layer_seen, op_label, run_op, tracking
+from cnncost.trace.costing import Costs, OpSequence, layer_seen, op_label, run_op, tracking
 from cnncost.trace.counter import COMPOSITES
 from cnncost.trace.fallback import with_cpu_fallback
 from cnncost.trace.fastpath import backward_output
@@ -101,9 +101,10 @@ class TrainCounter(TorchDispatchMode):
     """Books every op of a training step (forward, loss, backward, optimizer) in the row of the op call it
     belongs to; composes the module call stack, the parameter ledger and the costs, as the forward counter does."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sequence: OpSequence | None = None):
         super().__init__()
         self.optimizer = optimizer
+        self.sequence = sequence  # the ops in order with their rows, when a profile is joined to this step
         self.modules = ModuleStack(model, on_enter=self.entered, on_leave=self.left)
         self.ledger = ParamLedger(model)
         self.costs = Costs()
@@ -209,8 +210,10 @@ class TrainCounter(TorchDispatchMode):
         fast = out is not None
         if not fast:
             out = run_op(func, args, kwargs)
-            if self.functions.muted:
-                return out
+        if self.sequence is not None:
+            self.sequence.seen(func)
+        if not fast and self.functions.muted:
+            return out
         layer, booked = (layer_of(func, args, kwargs, out), True) if fast else \
             layer_seen(func, args, kwargs, out, self.ledger)
         if booked:
@@ -229,13 +232,16 @@ class TrainCounter(TorchDispatchMode):
                 row["recompute_macs"] += c.macs
                 self.own_nodes(self.bookings[row["order"][0]])
             else:
-                self.add_backward(self.owner_of_node(node), c, args, out)
+                row = self.add_backward(self.owner_of_node(node), c, args, out)
         elif self.phase == "optimizer":
-            self.optimizer_owner(args, out)["optimizer_macs"] += c.macs
+            row = self.optimizer_owner(args, out)
+            row["optimizer_macs"] += c.macs
         else:
-            self.add_forward(c, args)
+            row = self.add_forward(c, args)
+        if self.sequence is not None:
+            self.sequence.booked(row)
 
-    def add_forward(self, c: Cost, args: tuple) -> None:
+    def add_forward(self, c: Cost, args: tuple) -> dict:
         """A forward (or loss) op: a booking with one row per part of a composite, the parameters it reads first
         on their own part's row (out_proj's on out_proj), the nodes it made."""
         parts = c.parts if c.kind in COMPOSITES else (("", c),)
@@ -257,6 +263,7 @@ class TrainCounter(TorchDispatchMode):
             if is_param:
                 booking.owning(owner)["params"] += n
         self.own_nodes(booking)
+        return booking.rows[0]
 
     def recomputed(self, c: Cost) -> dict:
         """The forward row a recomputed op repeats: the first of its kind in the re-entered module call."""
@@ -267,24 +274,27 @@ class TrainCounter(TorchDispatchMode):
             row = self.by_kind[(name, c.kind)] = booking.row(c.kind, c.category)
         return row
 
-    def add_backward(self, owner: Booking, c: Cost, args: tuple, out) -> None:
+    def add_backward(self, owner: Booking, c: Cost, args: tuple, out) -> dict:
         """A backward op in its forward op's rows: its parts in their columns, else a matrix product or
-        reduction classified by the parameters the forward op read."""
+        reduction classified by the parameters the forward op read; the (first) row it went to."""
         if c.parts and all(part in PART_COLUMN for part, _ in c.parts):
+            rows = []
             for part, p in c.parts:
                 row = owner.of_category(p.category, p.kind)
                 row[PART_COLUMN[part]] += p.bias_adds if part == "grad_bias" else p.macs
                 if part != "grad_bias":
                     row["grad_bias_adds"] += p.bias_adds
-            return
+                rows.append(row)
+            return rows[0]
         column, module = self.gradient_column(owner, c, args, out)
         if column != "grad_input_macs":  # a parameter's gradient, on the row that owns the parameter
             row = owner.owning(module) if owner.rows else owner.of_category(c.category, c.kind)
             row[column] += c.macs + c.bias_adds if column == "grad_bias_adds" else c.macs
-            return
+            return row
         row = owner.of_category(c.category, c.kind)
         row[column] += c.macs
         row["grad_bias_adds"] += c.bias_adds
+        return row
 
     def gradient_column(self, owner: Booking, c: Cost, args: tuple, out) -> tuple[str, str]:
         """(column, module of the parameter): grad_weight_macs for an op that reads no parameter and yields the
@@ -341,10 +351,15 @@ class TrainResult:
         return int(self.by_category.loc[list(CORE), column].sum())
 
 
+def table_rows(tracer: TrainCounter) -> list[dict]:
+    """The step's rows in table order: call order, the loss last."""
+    return sorted((r for b in tracer.bookings for r in b.rows), key=lambda r: (r["name"] == LOSS, r["order"]))
+
+
 def result_table(tracer: TrainCounter, model: torch.nn.Module | None = None) -> pd.DataFrame:
     """One row per op call (and per part, and per category of backward ops landing in it), in call order, the
     loss last; integers exact."""
-    rows = sorted((r for b in tracer.bookings for r in b.rows), key=lambda r: (r["name"] == LOSS, r["order"]))
+    rows = table_rows(tracer)
     for row in rows:
         row["train_macs"] = sum(row[c] for c in MACS)
     ints = set(COLUMNS[4:])  # built column by column from arrays: a fifth of the time of records + astype
@@ -372,16 +387,21 @@ def check_args(optimizer: str, dtype: str) -> None:
 
 def trace_training(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
                    dtype: str = "fp32", input_grad: bool = False, name: str = "model",
-                   device: str = "meta") -> TrainResult:
-    """Trace one steady-state training step of a model (forward, cross-entropy, backward, optimizer) per module."""
+                   device: str = "meta", sequence: OpSequence | None = None, opt=None) -> TrainResult:
+    """Trace one steady-state training step of a model (forward, cross-entropy, backward, optimizer) per op call
+    (with `sequence`, the ops seen in order with their rows' positions in the table; `opt`: an optimizer ready
+    for a steady-state step, else one made)."""
     check_args(optimizer, dtype)
     inputs = as_inputs(inputs, input_grad)
-    opt = ready_optimizer(model, optimizer)
-    counter = TrainCounter(model, opt)
+    opt = opt or ready_optimizer(model, optimizer)
+    counter = TrainCounter(model, opt, sequence)
     with counter.active():
         training_step(model, inputs, targets, opt, dtype, device)
     shape_ = inputs.shapes()[0] if inputs.tensors() else ()
     table = result_table(counter)
+    if sequence is not None:  # rows by their position in the table
+        position = {id(r): i for i, r in enumerate(table_rows(counter))}
+        sequence.ops = [[op, None if row is None else position.get(id(row))] for op, row in sequence.ops]
     result = TrainResult(name, shape_, optimizer, dtype, input_grad, table, category_table(counter, table),
                          dict(counter.costs.unsupported))
     if counter.costs.unsupported:
