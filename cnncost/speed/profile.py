@@ -21,7 +21,12 @@ profiled run's wall time over a plain one's, minus 1) and ``spread`` (max - min 
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import statistics
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -125,6 +130,35 @@ def latency(run: Callable[[], Any], device: str, warmup: int, iters: int, repeat
     return [clock.block(run, iters) / iters * 1e3 for _ in range(repeats)]
 
 
+# What the profiler's C++ side prints on file descriptor 2 at each start and stop (and, without a GPU, its failed
+# probe for one): kept off the user's stderr; every other line passes through.
+KINETO_CHATTER = re.compile(r"^(USDT:|ERROR:.*gpuGetDeviceCount|\[W.*(CPUAllocator|profiler))")
+
+
+@contextlib.contextmanager
+def quiet_profiler():
+    """File descriptor 2 caught while the profiler runs; its lines, the profiler's chatter left out, replayed."""
+    try:
+        err = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(err)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), err)
+        try:
+            yield
+        finally:
+            os.dup2(saved, err)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines()
+                    if not KINETO_CHATTER.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
 def profiled(run: Callable[[], Any], device: str, ops: list[list], repeats: int) -> tuple[list[dict], list[float],
                                                                                             list[int]]:
     """Per profiled run: time per row, the run's wall milliseconds, and how many counted ops were found."""
@@ -134,7 +168,7 @@ def profiled(run: Callable[[], Any], device: str, ops: list[list], repeats: int)
     times, walls, found = [], [], []
     for _ in range(repeats):
         synchronize(device)
-        with profile(activities=activities) as prof:
+        with quiet_profiler(), profile(activities=activities) as prof:
             start = time.perf_counter()
             run()
             synchronize(device)
