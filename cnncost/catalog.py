@@ -384,8 +384,8 @@ def by_stage(results: list[Result], unit: Unit) -> list[dict]:
 
 
 def comparison(models: Sequence, size: int | None = None, batch: int | None = None, dtype: str = "fp32",
-               unit: Unit = UNITS["macs"], metadata: bool = True,
-               depth: int | None = None) -> tuple[list[dict], list[dict]]:
+               unit: Unit = UNITS["macs"], metadata: bool = True, depth: int | None = None,
+               device: str | None = None) -> tuple[list[dict], list[dict]]:
     """Totals rows (ratios to the first model) and per-stage rows of several models (names, or ModelSources to
     trace), exact integers or None."""
     if len(models) < 2:
@@ -397,8 +397,18 @@ def comparison(models: Sequence, size: int | None = None, batch: int | None = No
         raise CnnCostError(f"{twice[0]} is given twice (names and aliases count as the same model; give a factory "
                            f"different arguments as NAME[key=value])")
     results = [counted(m, size, batch, dtype, depth) for m in models]
-    rows = ratios([totals_row(r, unit, metadata) for r in results], ["params", f"core_{unit.name}", "activations"])
-    return rows, by_stage(results, unit)
+    rows = [{**totals_row(r, unit, metadata), **(predicted_speed(r, device, dtype) if device else {})}
+            for r in results]
+    columns = ["params", f"core_{unit.name}", "activations", *(["predicted_img_per_s"] if device else [])]
+    return ratios(rows, columns), by_stage(results, unit)
+
+
+def predicted_speed(result: Result, device: str, dtype: str) -> dict:
+    """A model's predicted latency and images/s on a device (cnncost predict's), as columns of a totals row."""
+    from cnncost.speed.estimate import speed_columns
+    speed = speed_columns(result, device, dtype)
+    return {"predicted_device": speed["device"], "predicted_latency_ms": round(speed["latency_ms"], 4),
+            "predicted_img_per_s": round(speed["img_per_s"], 1)}
 
 
 def compare(models: Sequence[str], size: int | None = None, batch: int | None = None, dtype: str = "fp32",

@@ -12,6 +12,10 @@ from cnncost.cli.options import (ArgOpt, AuxOpt, ChannelsOpt, DetectionsOpt, Dty
 
 ModelArg = Annotated[str, typer.Argument(help="Model name or alias, e.g. resnet50, resnext50 (see `cnncost list`).")]
 ByOpt = Annotated[str, typer.Option("--by", help="One row per layer, stage, kind or category.")]
+SpeedDeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Add the predicted latency and images/s on a "
+                                                       "device (cnncost predict's): a GPU key from `cnncost "
+                                                       "devices`, cpu (this machine's calibrated profile) or a "
+                                                       "profile FILE.json.")]
 StageDepthOpt = Annotated[Optional[int], typer.Option("--depth", min=1, help="For a traced model, the module-tree "
                                                       "depth of its stages (default: where its repeated blocks "
                                                       "appear).")]
@@ -85,6 +89,7 @@ def show_command(
     detections: DetectionsOpt = None,
     by: ByOpt = "layer",
     depth: StageDepthOpt = None,
+    device: SpeedDeviceOpt = None,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     fmt: FormatOpt = "table",
@@ -93,15 +98,16 @@ def show_command(
     """One model layer by layer (or by stage, kind, category): shapes, params, MACs, bytes, intensity; totals.
     A model with no analytic spec (any torchvision model, FILE.py:FACTORY), or given model options, is counted by
     tracing the real model."""
-    from cnncost.catalog import counted, layer_depth, registered
+    from cnncost.catalog import counted, layer_depth, predicted_speed, registered
     from cnncost.output import emit
     u = unit_of(unit)
     by = check_level(by)
     result = counted(model_to_count(ctx, model, aux, arg, channels, inputs, detections), size, batch, dtype,
                      depth)
+    speed = predicted_speed(result, device, dtype) if device else {}
     rows, totals, shown = layer_view(result.by(by), {"layers": len(result.table),
-                                                     "depth": layer_depth(result.table), **result.totals()},
-                                     by, fmt, unit)
+                                                     "depth": layer_depth(result.table), **result.totals(),
+                                                     **speed}, by, fmt, unit)
     shape = "x".join(map(str, result.input_shape))
     entry = registered(model) if result.source == "analytic" else None
     paper = entry.paper if entry else {}
@@ -156,6 +162,7 @@ def compare_command(
     channels: ChannelsOpt = None,
     detections: DetectionsOpt = None,
     depth: StageDepthOpt = None,
+    device: SpeedDeviceOpt = None,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
     stages: Annotated[bool, typer.Option("--stages", help="Only the per-stage table (what csv then holds).")] = False,
@@ -167,7 +174,7 @@ def compare_command(
     from cnncost.output import emit
     u = unit_of(unit)
     chosen = [model_to_count(ctx, m, aux, arg, channels, inputs, detections, models) for m in models]
-    totals, per_stage = comparison(chosen, size, batch, dtype, u, metadata=not stages, depth=depth)
+    totals, per_stage = comparison(chosen, size, batch, dtype, u, metadata=not stages, depth=depth, device=device)
     human = fmt in ("table", "md")
     tables = {f"Per stage (core {u.label} = conv + linear; all = every category; ratio to {totals[0]['model']})":
               blank(per_stage, fmt)}
