@@ -555,18 +555,19 @@ def core_mismatches(v: Verification) -> list[str]:
     return out
 
 
-def verify_model(name: str, size: int | None = None, batch: int | None = None, tools: tuple[str, ...] | None = None,
-           aux: bool | None = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None,
-           shapes: list | None = None, aux_given: bool = False) -> Verification:
-    """Trace a model, run the tools, join everything with the analytic spec and explain every difference.
-    aux None: as torchvision's metadata counts the heads (aux_given: the user asked for --aux / --no-aux, refused
-    on a model without heads); shapes: (shape, dtype name) of each input (--input)."""
+def verify_model(name, size: int | None = None, batch: int | None = None, tools: tuple[str, ...] | None = None,
+                 aux: bool | None = False, strict: bool = False, dtype: str = "fp32", kwargs: dict | None = None,
+                 shapes: list | None = None, aux_given: bool = False) -> Verification:
+    """Trace a model (a name, or a ModelSource with its options already in it), run the tools, join everything
+    with the analytic spec and explain every difference. aux None: as torchvision's metadata counts the heads
+    (aux_given: the user asked for --aux / --no-aux, refused on a model without heads); shapes: (shape, dtype
+    name) of each input (--input)."""
     from cnncost.specs import MODELS, build
     from cnncost.trace.adapters import TOOLS, run_tools
     from cnncost.trace.counter import count_source
     from cnncost.trace.models import check_aux, load
 
-    source = load(name, aux, kwargs, shapes=shapes or ())
+    source = load(name, aux, kwargs, shapes=shapes or ()) if isinstance(name, str) else name
     if aux_given:
         check_aux(source, aux)
     traced = count_source(source, batch, size, strict=strict, dtype=dtype)

@@ -8,7 +8,7 @@ import typer
 
 from cnncost.cli.app import app
 from cnncost.cli.options import (TARGET_HELP, ArgOpt, AuxOpt, ChannelsOpt, DetectionsOpt, DtypeOpt, FormatOpt, InputOpt, ModelBatchOpt,
-                                 OutputOpt, QuietOpt, SizeOpt, StrictOpt, UnitOpt, check_input_clash, layer_view,
+                                 OutputOpt, QuietOpt, SizeOpt, StrictOpt, UnitOpt, layer_view,
                                  lower, named_model, notice, unit_of)
 from cnncost.errors import CnnCostError
 
@@ -92,6 +92,8 @@ def verify_command(
     inputs: InputOpt = None,  # as trace's --input
     aux: AuxOpt = None,
     arg: ArgOpt = None,
+    channels: ChannelsOpt = None,
+    detections: DetectionsOpt = None,
     strict: StrictOpt = False,
     unit: UnitOpt = "macs",
     dtype: DtypeOpt = "fp32",
@@ -103,17 +105,14 @@ def verify_command(
     named. Exit status 1 if a conv or linear layer of a spec disagrees with the real model."""
     from cnncost import progress
     from cnncost.output import emit
-    from cnncost.trace.sources import parse_input
-    from cnncost.trace.userfile import parse_kwargs
     from cnncost.verify import report_data, report_tables, verify_model
 
     chosen, names = tool_list(tools), targets(models, every)
     if layers not in ("diff", "all", "none"):
         raise CnnCostError(f"--layers must be diff, all or none, got {layers!r}")
-    check_input_clash(ctx, inputs)
-    shapes = [parse_input(text) for text in inputs or []]
-    results = progress.each("verify", names, lambda n: verify_model(n, size, batch, chosen, aux, strict, dtype,
-                                                                    parse_kwargs(arg), shapes, aux is not None))
+    results = progress.each("verify", names, lambda n: verify_model(
+        named_model(ctx, n, aux, arg, channels, inputs, detections), size, batch, chosen, strict=strict,
+        dtype=dtype))
     for v in results:
         notice([f"{v.model}: {n}" for n in v.trace.notes] + [f"{v.model}: {t} failed: {e}" for t, e in v.errors.items()])
     u = unit_of(unit)
