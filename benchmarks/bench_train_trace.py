@@ -8,7 +8,7 @@ For each model (built once on meta, `weights=None`), in one process, each measur
 The ratio traced / plain fwd+bwd is the issue's "at most 2x". Memory: Python's peak allocation (tracemalloc)
 while tracing at batch 1 and at a large batch; on meta the tensors hold no data, so it should not grow.
 
-Measured (H8, 2 shared cores, best of 7, `--models alexnet vgg16 --repeats 7 --big-batch 256`): traced / plain
+Measured (2 shared cores, best of 7, `--models alexnet vgg16 --repeats 7 --big-batch 256`): traced / plain
 fwd+bwd = 1.51 (AlexNet) and 1.60 (VGG-16), from 2.38 and 2.56 before: on meta the optimizer's state is made
 directly instead of by a priming step, same-shape outputs are `new_empty` instead of `torch.empty_like` (a Python
 reference on meta), and the result table is built from arrays. ResNet-50: 0.79. Python memory does not grow with

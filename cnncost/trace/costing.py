@@ -76,13 +76,13 @@ class Costs:
         """The cost of one op: its formula's; nothing for a known op on empty tensors; else a zero row of the
         op's own name, and the op listed as unsupported."""
         c = self.formula(layer)
+        if c is not None:
+            return c
         in_shape, out_shape = shape(first_tensor(args)), shape(first_tensor(out))
-        if c is None and layer is not None and touches_empty(args, out):
+        if layer is not None and touches_empty(args, out):
             return Cost(layer.kind, in_shape, out_shape, category=category_of(layer.kind))
-        if c is None:
-            self.unsupported[label] = self.unsupported.get(label, 0) + 1
-            return Cost(label, in_shape, out_shape, category="other")
-        return c
+        self.unsupported[label] = self.unsupported.get(label, 0) + 1
+        return Cost(label, in_shape, out_shape, category="other")
 
 
 @contextlib.contextmanager

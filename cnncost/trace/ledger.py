@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_leaves
+
+from cnncost.trace.ops.common import iter_tensors
 
 
 class ParamLedger:
@@ -41,14 +42,14 @@ class ParamLedger:
 
     def reads_any(self, args: Any) -> bool:
         """Whether an op's arguments include a parameter or buffer (or a view of one)."""
-        return any(self.key(t) is not None for t in tree_leaves(args) if isinstance(t, torch.Tensor))
+        return any(self.key(t) is not None for t in iter_tensors(args))
 
     def first_reads(self, args: Any) -> list[tuple[str, bool, int]]:
         """(owning module path, is a parameter, elements) of each parameter or buffer an op reads for the first
         time; they are then seen."""
         found = []
-        for t in tree_leaves(args):
-            key = self.key(t) if isinstance(t, torch.Tensor) else None
+        for t in iter_tensors(args):
+            key = self.key(t)
             if key is not None and key not in self.seen:
                 self.seen.add(key)
                 is_param, tensor = self.owners[key]

@@ -26,12 +26,29 @@ def ints(value: Any) -> int | tuple[int, ...]:
 
 def first_tensor(out: Any) -> torch.Tensor | None:
     """The first tensor of an op's output (max_pool2d_with_indices and batch norm return tuples)."""
-    return next((t for t in tree_leaves(out) if isinstance(t, torch.Tensor)), None)
+    if isinstance(out, torch.Tensor):
+        return out
+    return next(iter_tensors(out), None)
+
+
+def iter_tensors(args: Any):
+    """The tensors among an op's arguments, in order: tuples and lists looked into (an op's arguments hold no
+    other containers), anything else through pytree."""
+    if isinstance(args, torch.Tensor):
+        yield args
+    elif isinstance(args, (tuple, list)):
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                yield a
+            elif isinstance(a, (tuple, list, dict)):
+                yield from iter_tensors(a)
+    elif isinstance(args, dict):
+        yield from (t for t in tree_leaves(args) if isinstance(t, torch.Tensor))
 
 
 def tensors(args: Any) -> list[torch.Tensor]:
     """Every tensor among an op's arguments (lists of tensors included)."""
-    return [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+    return list(iter_tensors(args))
 
 
 def numel(args: Any) -> int:
