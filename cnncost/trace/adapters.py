@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+import cnncost.compat  # noqa: F401  (backports for older torch releases)
 from cnncost.result import COLUMNS, INT_COLUMNS, Result, frame
 from cnncost.trace.kinds import category, root_name, stage_of, tool_kind
 from cnncost.trace.models import Inputs, ModelSource, one_line

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch.utils._pytree import tree_leaves
 
+import cnncost.compat  # noqa: F401  (backports for older torch releases)
+
 Layer = tuple[str, tuple, dict]  # (kind, input shape, hyper-parameters) for formulas.cost
 Handler = Callable[[tuple, Any], "Layer | None"]
 
