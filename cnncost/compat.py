@@ -6,6 +6,7 @@ so that callers never compare version strings themselves.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 
@@ -16,6 +17,31 @@ def torch_version(text: str | None = None) -> tuple[int, int]:
     """(major, minor) of the installed torch (or of a version string): '2.4.1+cu121' -> (2, 4)."""
     match = re.match(r"(\d+)\.(\d+)", text if text is not None else torch.__version__)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def runs_on_meta(op: str) -> bool:
+    """Whether this torch has the aten op and a meta kernel for it. torch 2.4 has only FakeTensor rules for the
+    CUDA attention kernels' forward (_scaled_dot_product_flash/efficient/cudnn_attention, _flash/_efficient_
+    attention_forward) and no _scaled_dot_product_fused_attention_overrideable at all: called directly on meta
+    tensors there, they raise. (F.scaled_dot_product_attention itself runs on meta on every release.)"""
+    return hasattr(torch.ops.aten, op) and torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", "Meta")
+
+
+def counter_reads_flash_layout() -> bool:
+    """Whether torch's FlopCounterMode reads _flash_attention_forward/backward's (B, L, H, E) layout as such.
+    Before torch 2.14 it reads them as (B, H, L, E), heads and length swapped (fixed by pytorch/pytorch#184348):
+    a different count, or an assertion inside the counter where key and query lengths differ."""
+    return torch_version() >= (2, 14)
+
+
+def sdpa_takes_enable_gqa() -> bool:
+    """Whether F.scaled_dot_product_attention has enable_gqa= (grouped-query attention; torch 2.5 and later)."""
+    q = torch.empty(1, 2, 1, 1, device="meta")
+    try:
+        torch.nn.functional.scaled_dot_product_attention(q, q[:, :1], q[:, :1], enable_gqa=True)
+    except TypeError:
+        return False
+    return True
 
 
 def cpu_attention_is_fused(query_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> bool:
@@ -32,14 +58,38 @@ def cpu_attention_is_fused(query_shape: tuple[int, ...], dtype: torch.dtype = to
         return True
 
 
+@contextlib.contextmanager
+def fp32_precision(want: str | None):
+    """fp32 matrix products (cuBLAS) and convolutions (cuDNN) as TensorFloat-32 ('tf32'), in full fp32 ('ieee'),
+    or as they are (None), restored afterwards. Newer releases set this with the backends' fp32_precision (and
+    deprecate the old flags); torch 2.4 has only torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv"):
+        knobs = (matmul, cudnn.conv)
+        before = [k.fp32_precision for k in knobs]
+        try:
+            for knob in knobs if want else ():
+                knob.fp32_precision = want
+            yield
+        finally:
+            for knob, value in zip(knobs, before):
+                knob.fp32_precision = value
+        return
+    before = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        if want:
+            matmul.allow_tf32 = cudnn.allow_tf32 = want == "tf32"
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
 def _checkpoint_on_meta() -> None:
     """torch.utils.checkpoint on meta tensors (torchvision's DenseNet with memory_efficient=True). The non-reentrant
     checkpoint looks up a `torch.meta` module for the RNG state of the inputs' device, and there is none: in
     checkpoint._get_device_module before torch 2.5 (fixed by pytorch/pytorch#132684), and in torch.random.fork_rng,
     which backward's recomputation enters, before torch 2.6 (pytorch/pytorch#137715). Backport both answers: the
     meta device has no RNG state to save or restore."""
-    import contextlib
-
     from torch.utils import checkpoint
     try:
         checkpoint._get_device_module("meta")
