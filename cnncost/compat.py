@@ -87,9 +87,9 @@ def fp32_precision(want: str | None):
 def _checkpoint_on_meta() -> None:
     """torch.utils.checkpoint on meta tensors (torchvision's DenseNet with memory_efficient=True). The non-reentrant
     checkpoint looks up a `torch.meta` module for the RNG state of the inputs' device, and there is none: in
-    checkpoint._get_device_module before torch 2.5 (fixed by pytorch/pytorch#132684), and in torch.random.fork_rng,
-    which backward's recomputation enters, before torch 2.6 (pytorch/pytorch#137715). Backport both answers: the
-    meta device has no RNG state to save or restore."""
+    checkpoint._get_device_module (fixed by pytorch/pytorch#132684, August 2024) and in torch.random.fork_rng, which
+    backward's recomputation enters (pytorch/pytorch#137715, October 2024); torch 2.4 has neither fix. Each is
+    probed, not read off the version. Backport both answers: the meta device has no RNG state to save or restore."""
     from torch.utils import checkpoint
     try:
         checkpoint._get_device_module("meta")

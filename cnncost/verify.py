@@ -327,9 +327,9 @@ def fused_on_cpu(in_shape: str) -> bool:
     return cpu_attention_is_fused(dims)
 
 
-FAST_PATH = ("the tool's forward never called this module: its parent ran a fused kernel instead (before torch "
-             "2.5, nn.TransformerEncoderLayer in eval under no_grad runs aten._transformer_encoder_layer_fwd even "
-             "with hooks attached, pytorch/pytorch#128413), so neither module hooks nor patched functions saw it")
+FAST_PATH = ("the tool's forward never called this module: its parent ran a fused kernel instead (on torch 2.4, "
+             "nn.TransformerEncoderLayer in eval under no_grad runs aten._transformer_encoder_layer_fwd even with "
+             "hooks attached, pytorch/pytorch#128413), so neither module hooks nor patched functions saw it")
 
 
 def uncalled(row, not_called: tuple[str, ...]) -> Rule | None:

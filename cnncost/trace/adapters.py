@@ -176,7 +176,7 @@ def ptflops_result(model: torch.nn.Module, x, name: str) -> Result:
             handle.remove()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = to_result("ptflops", name, x, dict(counts), notes=[f"ptflops counts {params:,} trainable parameters"])
-    # before torch 2.5, nn.TransformerEncoderLayer in eval under no_grad runs one fused kernel even with hooks
+    # on torch 2.4, nn.TransformerEncoderLayer in eval under no_grad runs one fused kernel even with hooks
     # attached (pytorch/pytorch#128413): its submodules are never called, and ptflops sees nothing in them
     result.not_called = [root_name(path) for path, _ in model.named_modules()
                          if not any(c == path or c.startswith(path + ".") for c in called)]  # nor a descendant
