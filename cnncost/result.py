@@ -58,6 +58,7 @@ class Result:
     input_shapes: list[Shape] = field(default_factory=list)  # every input tensor's shape (input_shape: the first)
     device: str = ""  # where a traced forward ran: meta, or cpu (asked for, or the fallback)
     assumptions: dict = field(default_factory=dict)  # counts the cost depends on (a detector's detections)
+    not_called: list[str] = field(default_factory=list)  # modules a tool's forward never called (a fused path)
 
     @classmethod
     def from_spec(cls, spec: Spec, dtype: str = "fp32") -> "Result":

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Iterable
 
 import pandas as pd
 
@@ -303,7 +304,8 @@ def rule(tool: str, row) -> Rule:
 
 # A tool meant for meta runs on the CPU where the model's forward fails on meta (a tensor made on the CPU
 # inside forward): there F.scaled_dot_product_attention runs as the fused _scaled_dot_product_flash_attention_for_cpu
-# kernel, for which torch's counter has no formula and which ptflops's aten backend does not count.
+# kernel, for which torch's counter has no formula and which ptflops's aten backend does not count, where torch
+# picks that kernel for the query's shape (fused_on_cpu).
 CPU_ATTENTION = ("on the CPU, F.scaled_dot_product_attention runs as aten._scaled_dot_product_flash_attention_for_cpu, "
                  "which {} does not count")
 CPU_ATTENTION_TOOLS = {"torch": "torch's counter", "ptflops-aten": "ptflops's aten backend"}
@@ -311,8 +313,29 @@ CPU_ATTENTION_TOOLS = {"torch": "torch's counter", "ptflops-aten": "ptflops's at
 
 def on_device(tool: str, device: str, row) -> Rule | None:
     """The rule for a row that depends on where the tool ran (None: the tool's usual rule)."""
-    if device == "cpu" and tool in CPU_ATTENTION_TOOLS and row.kind == "attention" and in_attention(row):
+    if device == "cpu" and tool in CPU_ATTENTION_TOOLS and row.kind == "attention" and in_attention(row) \
+            and fused_on_cpu(row.in_shape):
         return skipped("fused CPU attention not counted", CPU_ATTENTION.format(CPU_ATTENTION_TOOLS[tool]))
+    return None
+
+
+def fused_on_cpu(in_shape: str) -> bool:
+    """Whether torch runs attention of this query shape ('2x4x8') on the CPU as its fused kernel (torch 2.4 only
+    for 4-d queries; where it does not, the bmm's it runs instead are counted as on meta)."""
+    from cnncost.compat import cpu_attention_is_fused
+    dims = tuple(int(d) for d in str(in_shape).split("x") if d.isdigit())
+    return cpu_attention_is_fused(dims)
+
+
+FAST_PATH = ("the tool's forward never called this module: its parent ran a fused kernel instead (on torch 2.4, "
+             "nn.TransformerEncoderLayer in eval under no_grad runs aten._transformer_encoder_layer_fwd even with "
+             "hooks attached, pytorch/pytorch#128413), so neither module hooks nor patched functions saw it")
+
+
+def uncalled(row, not_called: tuple[str, ...]) -> Rule | None:
+    """The rule for a row of a module (or a descendant of one) that the tool's own forward never called."""
+    if not_called and any(row.name == n or row.name.startswith(n + ".") for n in not_called):
+        return skipped("module not called (fused fast path)", FAST_PATH)
     return None
 
 
@@ -377,11 +400,12 @@ def grouped(result: Result, column: str = "macs") -> pd.Series:
     return rows.groupby(["name", "category"], sort=False)[column].sum()
 
 
-def predicted(tool: str, trace: Result, device: str = "") -> pd.DataFrame:
+def predicted(tool: str, trace: Result, device: str = "", not_called: Iterable[str] = ()) -> pd.DataFrame:
     """Per traced row: what the tool should count, and the cause when that differs from our MACs (a tool that ran
-    on `device`)."""
+    on `device`, and whose forward never called the modules `not_called`)."""
     rows = trace.table[~trace.table.kind.isin(["(unused)"])]
-    rules = [on_device(tool, device, r) or rule(tool, r) for r in rows.itertuples()]
+    skipped_modules = tuple(not_called)
+    rules = [uncalled(r, skipped_modules) or on_device(tool, device, r) or rule(tool, r) for r in rows.itertuples()]
     return pd.DataFrame({"name": rows.name.values, "category": rows.category.values, "macs": rows.macs.values,
                          "expected": [rl.count(r) for rl, r in zip(rules, rows.itertuples())],
                          "cause": [rl.cause for rl in rules], "why": [rl.why for rl in rules]})
@@ -396,16 +420,16 @@ def join_layers(v: Verification) -> pd.DataFrame:
     kinds = v.trace.table.groupby(["name", "category"], sort=False).kind.agg(lambda k: "+".join(dict.fromkeys(k)))
     table.insert(2, "kind", [kinds.get((n, c), "") for n, c in zip(table.name, table.category)])
     for tool in v.tools:
-        table = table.merge(expected_by_layer(tool, v.trace, v.tools[tool].device), on=["name", "category"],
+        table = table.merge(expected_by_layer(tool, v.trace, v.tools[tool]), on=["name", "category"],
                             how="left")
     table["cause"] = [layer_cause(v, r) for r in table.to_dict("records")]
     keep = ["name", "category", "kind", *[c for c in table if c.endswith("_macs")], "cause"]
     return table[keep].astype({c: "Int64" for c in keep if c.endswith("_macs")})
 
 
-def expected_by_layer(tool: str, trace: Result, device: str = "") -> pd.DataFrame:
-    """A tool's predicted count and causes per (name, category)."""
-    p = predicted(tool, trace, device)
+def expected_by_layer(tool: str, trace: Result, result: Result) -> pd.DataFrame:
+    """A tool's predicted count and causes per (name, category), for the tool's own result."""
+    p = predicted(tool, trace, result.device, result.not_called)
     p["cause"] = p.cause.where(p.expected != p.macs, "")
     return p.groupby(["name", "category"], sort=False).agg(
         **{column(tool, "expected"): ("expected", "sum"),
@@ -470,7 +494,7 @@ def reported(result: Result) -> str:
 
 def tool_causes(tool: str, v: Verification) -> list[dict]:
     """A tool's total as ours plus named differences, per category; any remainder is 'unexplained'."""
-    p = predicted(tool, v.trace, v.tools[tool].device)
+    p = predicted(tool, v.trace, v.tools[tool].device, v.tools[tool].not_called)
     p["difference"] = p.expected - p.macs
     named = p[p.difference != 0].groupby(["category", "cause", "why"], sort=False).difference.sum().reset_index()
     rows = [{"source": TOOL_NAMES[tool], **r} for r in named.to_dict("records")]

@@ -153,3 +153,19 @@ def test_devices_lists_dense_peaks_with_sources(capsys):
     h100 = next(r for r in rows if r["key"] == "h100-sxm")
     assert status == 0 and h100["bf16_tflop_per_s"] == pytest.approx(1979 / 2, abs=0.5)  # data sheet, sparse / 2
     assert all(r["source"] for r in rows)
+
+
+def test_bench_runs_without_the_other_counters_plots_or_timm():
+    """A GPU machine may have only torch and torchvision: `python -m cnncost bench` imports neither fvcore nor
+    ptflops (verify, report), matplotlib (plot, report) nor timm (timm: models); here each import fails."""
+    import subprocess
+    import sys
+    code = ("import sys, runpy\n"
+            "for name in ('fvcore', 'ptflops', 'matplotlib', 'timm'):\n"
+            "    sys.modules[name] = None  # import fails\n"
+            f"sys.argv = ['cnncost', 'bench', 'resnet18', '--batch', '1', '-f', 'csv', *{FAST!r}]\n"
+            "runpy.run_module('cnncost', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = next(csv.DictReader(done.stdout.splitlines()))
+    assert row["model"] == "resnet18" and row["error"] == "" and float(row["img_per_s"]) > 0

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnncost.compat import runs_on_meta
 from cnncost.verify import PER_MAC, rule
 
 T = torch.randn
@@ -48,6 +49,7 @@ class Case:
     compare: str = "=="  # "==", ">" (the suite asserts a positive count) or "5%" (DeepSpeed's tolerance)
     device: str = "cpu"  # the suites ran on real CPU tensors; CUDA-only kernels run here on meta tensors
     known: str = ""  # why cnncost's rules cannot predict this case yet (an xfail, strict: it must be fixed here)
+    needs: str = ""  # an aten op the case calls on meta tensors, which older torch releases have no meta kernel for
 
 
 def traced(case: Case, module: nn.Module, inputs: Any):
@@ -208,6 +210,8 @@ def qkv(sk: int, device: str = "cpu", dtype=torch.float32):
 
 
 ATEN = torch.ops.aten
+KERNEL_OPS = {"flash": "_scaled_dot_product_flash_attention", "mem_efficient": "_scaled_dot_product_efficient_attention",
+              "cudnn": "_scaled_dot_product_cudnn_attention"}
 KERNELS = {  # the CUDA kernels F.scaled_dot_product_attention picks (the suite's backends), called on meta tensors
     "flash": lambda q, k, v: ATEN._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0],
     "mem_efficient": lambda q, k, v: ATEN._scaled_dot_product_efficient_attention(q, k, v, None, False, 0.0, True)[0],
@@ -220,7 +224,8 @@ for _sk, _flops in ((128, 134217728), (256, 268435456)):
     case(f"{SUITE}::test_sdpa[{_shape}, math]", "attention", "torch", _flops, lambda sk=_sk: (fn(sdpa), qkv(sk)))
     for _kernel in ("flash", "mem_efficient", "cudnn") if _sk == 128 else ("mem_efficient", "cudnn"):
         case(f"{SUITE}::test_sdpa[{_shape}, {_kernel}]", "attention", "torch", _flops,
-             lambda sk=_sk, k=_kernel: (fn(KERNELS[k]), qkv(sk, "meta", torch.float16)), device="meta")
+             lambda sk=_sk, k=_kernel: (fn(KERNELS[k]), qkv(sk, "meta", torch.float16)), device="meta",
+             needs=KERNEL_OPS[_kernel])
 # test_addmm_out: mm(x, x, out=y) on 10 x 10: 2 x 10*10*10 = 2000
 case(f"{SUITE}::test_addmm_out", "matmul", "torch", 2000,
      lambda: (fn(lambda x: torch.mm(x, x, out=torch.zeros(10, 10))), (T(10, 10),)))
@@ -806,6 +811,8 @@ for _bias in ((2, 4, 5), (5,), (1, 1, 5), (4, 5)):
 def marked(case, strict: bool = True):
     """A case as a pytest parameter: an xfail with its reason when it is a known gap."""
     marks = [pytest.mark.xfail(strict=strict, reason=case.known)] if case.known else []
+    if case.needs and not runs_on_meta(case.needs):  # torch 2.4: FakeTensor rules only, for these CUDA kernels
+        marks.append(pytest.mark.skip(reason=f"torch {torch.__version__} has no meta kernel for aten.{case.needs}"))
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -853,6 +860,7 @@ class Training:
     columns: tuple = GRADS
     repeat: int = 1  # the suite runs the step this many times; we trace one
     known: str = ""  # a backward op the training tracer has no formula for yet: a non-strict xfail
+    needs: str = ""  # an aten op the case calls on meta tensors (see Case.needs)
 
 
 def trained(module: nn.Module, inputs: tuple) -> tuple:
@@ -901,11 +909,11 @@ TRAINING += [
     Training(f"{SUITE}::test_sdpa[uniform, math, backward]", 134217728 * 3, lambda: (fn(sdpa), half_leaves(128))),
     Training(f"{SUITE}::test_sdpa[non-uniform, math, backward]", 805306368, lambda: (fn(sdpa), half_leaves(256))),
     Training(f"{SUITE}::test_sdpa[uniform, flash, backward]", 134217728 * 7 // 2,
-             lambda: (fn(KERNELS["flash"]), half_leaves(128))),
+             lambda: (fn(KERNELS["flash"]), half_leaves(128)), needs=KERNEL_OPS["flash"]),
     Training(f"{SUITE}::test_sdpa[uniform, mem_efficient, backward]", 134217728 * 7 // 2,
-             lambda: (fn(KERNELS["mem_efficient"]), half_leaves(128))),
+             lambda: (fn(KERNELS["mem_efficient"]), half_leaves(128)), needs=KERNEL_OPS["mem_efficient"]),
     Training(f"{SUITE}::test_sdpa[non-uniform, mem_efficient, backward]", 939524096,
-             lambda: (fn(KERNELS["mem_efficient"]), half_leaves(256))),
+             lambda: (fn(KERNELS["mem_efficient"]), half_leaves(256)), needs=KERNEL_OPS["mem_efficient"]),
 ]
 
 

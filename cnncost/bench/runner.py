@@ -164,22 +164,18 @@ def peak_tflops(device_name: str, dtype: str) -> float | None:
 def numerics(settings: Settings):
     """TF32 on for tf32, off for fp32 (cuBLAS and cuDNN), cuDNN autotuning on: restored afterwards."""
     import torch
+
+    from cnncost.compat import fp32_precision
     if not settings.on_cuda:
         yield
         return
-    knobs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
-    before = [k.fp32_precision for k in knobs], torch.backends.cudnn.benchmark
-    want = {"tf32": "tf32", "fp32": "ieee"}.get(settings.dtype)
+    before = torch.backends.cudnn.benchmark
     try:
-        for knob in knobs:
-            if want:
-                knob.fp32_precision = want
-        torch.backends.cudnn.benchmark = True
-        yield
+        with fp32_precision({"tf32": "tf32", "fp32": "ieee"}.get(settings.dtype)):
+            torch.backends.cudnn.benchmark = True
+            yield
     finally:
-        for knob, value in zip(knobs, before[0]):
-            knob.fp32_precision = value
-        torch.backends.cudnn.benchmark = before[1]
+        torch.backends.cudnn.benchmark = before
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+import cnncost.compat  # noqa: F401  (backports for older torch releases)
 from cnncost.result import COLUMNS, INT_COLUMNS, Result, frame
 from cnncost.trace.kinds import category, root_name, stage_of, tool_kind
 from cnncost.trace.sources import Inputs, ModelSource, one_line
@@ -156,7 +157,7 @@ def ptflops_result(model: torch.nn.Module, x, name: str) -> Result:
     attributed per module here; the whole-batch count (ptflops divides module counts by the batch, not
     functional ones)."""
     from ptflops import pytorch_ops as po
-    stack, counts = [""], defaultdict(Counter)
+    stack, counts, called = [""], defaultdict(Counter), set()
 
     def hook(module, inputs, output):
         module.__flops__ = 0
@@ -167,13 +168,19 @@ def ptflops_result(model: torch.nn.Module, x, name: str) -> Result:
     handles = [m.register_forward_hook(hook) for m in model.modules() if type(m) in po.MODULES_MAPPING]
     record = lambda label, n: counts[stack[-1]].update({label: n})  # noqa: E731
     try:
-        with module_stack(model, stack.append, stack.pop), patched(ptflops_patches(), record), torch.no_grad():
+        with module_stack(model, lambda path: (called.add(path), stack.append(path)), stack.pop), \
+                patched(ptflops_patches(), record), torch.no_grad():
             call(model, x)
     finally:
         for handle in handles:
             handle.remove()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return to_result("ptflops", name, x, dict(counts), notes=[f"ptflops counts {params:,} trainable parameters"])
+    result = to_result("ptflops", name, x, dict(counts), notes=[f"ptflops counts {params:,} trainable parameters"])
+    # on torch 2.4, nn.TransformerEncoderLayer in eval under no_grad runs one fused kernel even with hooks
+    # attached (pytorch/pytorch#128413): its submodules are never called, and ptflops sees nothing in them
+    result.not_called = [root_name(path) for path, _ in model.named_modules()
+                         if not any(c == path or c.startswith(path + ".") for c in called)]  # nor a descendant
+    return result
 
 
 def ptflops_aten_result(model: torch.nn.Module, x, name: str) -> Result:

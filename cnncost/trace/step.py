@@ -8,6 +8,8 @@ from contextlib import nullcontext
 
 import torch
 
+import cnncost.compat  # noqa: F401  (backports for older torch releases)
+
 OPTIMIZERS = ("sgd", "adamw")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

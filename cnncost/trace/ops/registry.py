@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
+import cnncost.compat  # noqa: F401  (backports for older torch releases)
 from cnncost.registry import Registry
 
 
