@@ -333,8 +333,10 @@ FAST_PATH = ("the tool's forward never called this module: its parent ran a fuse
 
 
 def uncalled(row, not_called: tuple[str, ...]) -> Rule | None:
-    """The rule for a row of a module (or a descendant of one) that the tool's own forward never called."""
-    if not_called and any(row.name == n or row.name.startswith(n + ".") for n in not_called):
+    """The rule for a row of a module (or a descendant of one) that the tool's own forward never called (a row
+    by the module call it belongs to: a composite's out_proj part is its attention call's)."""
+    name = getattr(row, "call", row.name)
+    if not_called and any(name == n or name.startswith(n + ".") for n in not_called):
         return skipped("module not called (fused fast path)", FAST_PATH)
     return None
 
@@ -394,19 +396,35 @@ class Verification:
         return not self.mismatches
 
 
+# The parts a composite layer's rows are named by (attention's, an RNN's): module.part.
+COMPOSITE_PARTS = frozenset({"q_proj", "k_proj", "v_proj", "q_proj_bias", "k_proj_bias", "v_proj_bias", "scale",
+                             "mask", "softmax", "average", "out_proj", "cell"})
+
+
+def call_names(table: pd.DataFrame) -> pd.Series:
+    """Each row's module call: a composite layer's part rows (self_attn.q_proj) under the module that called it
+    (self_attn), as other tools name its whole count."""
+    ops = table["op"] if "op" in table else pd.Series("", index=table.index)
+    parted = table.name.str.rpartition(".")
+    composite = ops.str.contains("multi_head_attention|scaled_dot_product|F\\.(?:lstm|gru|rnn)", regex=True)
+    strip = composite & parted[2].isin(COMPOSITE_PARTS)
+    return table.name.where(~strip, parted[0].replace("", "(model)"))
+
+
 def grouped(result: Result, column: str = "macs") -> pd.Series:
-    """A column summed per (name, category), calls of a reused module together."""
+    """A column summed per (module call, category), calls of a reused module together."""
     rows = result.table[~result.table.kind.isin(["(unused)", "(params)"])] if column == "macs" else result.table
-    return rows.groupby(["name", "category"], sort=False)[column].sum()
+    return rows.groupby([call_names(rows), rows.category], sort=False)[column].sum()
 
 
 def predicted(tool: str, trace: Result, device: str = "", not_called: Iterable[str] = ()) -> pd.DataFrame:
     """Per traced row: what the tool should count, and the cause when that differs from our MACs (a tool that ran
     on `device`, and whose forward never called the modules `not_called`)."""
     rows = trace.table[~trace.table.kind.isin(["(unused)"])]
+    rows = rows.assign(call=call_names(rows))
     skipped_modules = tuple(not_called)
     rules = [uncalled(r, skipped_modules) or on_device(tool, device, r) or rule(tool, r) for r in rows.itertuples()]
-    return pd.DataFrame({"name": rows.name.values, "category": rows.category.values, "macs": rows.macs.values,
+    return pd.DataFrame({"name": rows.call.values, "category": rows.category.values, "macs": rows.macs.values,
                          "expected": [rl.count(r) for rl, r in zip(rules, rows.itertuples())],
                          "cause": [rl.cause for rl in rules], "why": [rl.why for rl in rules]})
 
@@ -417,7 +435,9 @@ def join_layers(v: Verification) -> pd.DataFrame:
     columns["trace_macs"] = grouped(v.trace)
     columns.update({column(tool): grouped(r) for tool, r in v.tools.items()})
     table = pd.concat(columns, axis=1).reset_index()
-    kinds = v.trace.table.groupby(["name", "category"], sort=False).kind.agg(lambda k: "+".join(dict.fromkeys(k)))
+    traced = v.trace.table
+    kinds = traced.groupby([call_names(traced), traced.category], sort=False).kind.agg(
+        lambda k: "+".join(dict.fromkeys(k)))
     table.insert(2, "kind", [kinds.get((n, c), "") for n, c in zip(table.name, table.category)])
     for tool in v.tools:
         table = table.merge(expected_by_layer(tool, v.trace, v.tools[tool]), on=["name", "category"],

@@ -240,7 +240,7 @@ def training_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimiz
     as a fused kernel, as it does on a real device (see FusedAttention)."""
     model.train()
     call = as_inputs(inputs)
-    fused = FusedAttention() if fused_attention and device == "meta" else nullcontext()
+    fused = FusedAttention() if fused_attention and device == "meta" and FusedAttention.available() else nullcontext()
     with autocast(device, dtype), fused:
         loss = training_loss(model(*call.args, **call.kwargs), targets)  # segmentation's dicts too
     loss.backward()
@@ -265,6 +265,12 @@ class FusedAttention(torch.overrides.TorchFunctionMode):
             finally:
                 F.scaled_dot_product_attention = plain
         return func(*args, **kwargs)
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this torch runs the CPU's flash attention kernel on meta tensors (torch 2.5 on)."""
+        from cnncost.compat import runs_on_meta
+        return runs_on_meta("_scaled_dot_product_flash_attention_for_cpu")
 
     @staticmethod
     def attention(*args, **kwargs):

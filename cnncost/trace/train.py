@@ -287,8 +287,12 @@ class TrainCounter(TorchDispatchMode):
                 rows.append(row)
             return rows[0]
         column, module = self.gradient_column(owner, c, args, out)
-        if column != "grad_input_macs":  # a parameter's gradient, on the row that owns the parameter
+        if column != "grad_input_macs":  # a parameter's gradient, on the row that owns the parameter (a weight's
+            # of another category, as the adds accumulating an RNN's weight gradient over its steps, on a row of
+            # that category; a bias's sum of dY stays with its layer)
             row = owner.owning(module) if owner.rows else owner.of_category(c.category, c.kind)
+            if column == "grad_weight_macs" and row["category"] != c.category:
+                row = owner.of_category(c.category, c.kind)
             row[column] += c.macs + c.bias_adds if column == "grad_bias_adds" else c.macs
             return row
         row = owner.of_category(c.category, c.kind)
