@@ -71,18 +71,21 @@ def rows_for_report(p, name: str, mode: str, batch: int, device_profile: str | N
 
     from cnncost.speed.device import cpu_name
     predicted = {}
-    if device_profile and mode == "infer":
+    if device_profile and mode == "infer":  # predict's time for the same rows (same names and kinds, in order)
         from cnncost.speed.estimate import predict
         from cnncost.trace import count
-        result = count(name, batch=batch)
-        prediction = predict(result, device_profile, "fp32", threads=p.threads)
-        predicted = dict(enumerate(prediction.table.predicted_ms))
+        prediction = predict(count(name, batch=batch), device_profile, "fp32", threads=p.threads).table
+        keys = list(zip(prediction.name, prediction.kind))
+        mine = list(zip(p.table.name, p.table.kind))[:len(keys)]
+        if keys == mine:
+            predicted = dict(enumerate(prediction.predicted_ms))
     out = []
     for i, r in enumerate(p.table.to_dict("records")):
         macs = r.get("train_macs", r.get("macs", 0)) if mode == "train" else r.get("macs", 0)
         out.append({"machine": f"{platform.machine()} {cpu_name()}", "torch": torch.__version__, "threads": p.threads,
                     "model": name, "mode": mode, "batch": batch, "dtype": "fp32", "name": r["name"],
                     "kind": r["kind"], "category": r["category"], "macs": int(macs or 0),
+                    "bytes": int((r.get("bytes_read") or 0) + (r.get("bytes_written") or 0)) if mode == "infer" else 0,
                     "time_ms": round(r["time_ms"], 5), "predicted_ms": round(predicted[i], 5) if i in predicted
                     else "", "latency_ms": round(p.latency_ms, 4), "coverage": round(p.coverage, 4)})
     return out

@@ -47,9 +47,15 @@ BATCHES = (1, 8)
 SPEED_MODELS = ["resnet50", "efficientnet_b0", "vit_b_16", "convnext_tiny", "timm:regnety_032"]
 
 
-def show(title: str, figures: dict) -> None:
-    """A summary beside its 1/MACs baseline."""
+SUMMARY: dict[str, dict] = {}  # measured on -> predictor -> figures: results/predict-accuracy.json
+
+
+def show(title: str, figures: dict, where: str = "") -> None:
+    """A summary beside its 1/MACs baseline (kept for results/predict-accuracy.json under `where`)."""
     from cnncost.speed.accuracy import describe
+    if where:
+        SUMMARY[where] = {name: {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in f.items()}
+                          for name, f in figures.items()}
     print(f"  {title}")
     for label, s in figures.items():
         print(f"    {label:>19}: {describe(s)}")
@@ -108,7 +114,8 @@ def cpu(profile_path: str | None, compiled_models: int, threads: int | None) -> 
         speed = np.array([1 / r["measured_ms"] for r in chosen])
         figures = with_baseline([1 / r["predicted_ms"] for r in chosen], speed,
                                 [r["macs_per_image"] * r["batch"] for r in chosen], rescaled=True)
-        show(f"batch {batch}" if batch else "both batches", figures)
+        show(f"batch {batch}" if batch else "both batches", figures,
+             f"this CPU ({profile.name}, {profile.threads} threads), {f'batch {batch}' if batch else 'both batches'}")
     write_csv(ROOT / "results" / "predict-validation-cpu.csv", rows)
     if compiled_models:
         cpu_compiled(profile, [r["model"] for r in rows if r["batch"] == 8][:compiled_models], threads)
@@ -166,7 +173,8 @@ def gpu(folder: str | None) -> None:
                 speedups.append(fused.img_per_s / eager.img_per_s)
         print(f"GPU: timm's RTX 3090 AMP inference, {layout} ({len(measured)} of {len(table)} rows traced), "
               f"eager, the table the constants were fitted on:")
-        show("img/s", with_baseline(predicted, np.array(measured), macs))
+        show("img/s", with_baseline(predicted, np.array(measured), macs),
+             f"RTX 3090, AMP, {layout} (timm's table the constants were fitted on)")
     q = np.percentile(speedups, [10, 50, 90])
     print(f"  --compiled (no measured RTX 3090 compiled table): predicted speed-up over eager nhwc, 10/50/90th "
           f"percentile {q[0]:.2f}x / {q[1]:.2f}x / {q[2]:.2f}x over {len(speedups)} models")
@@ -210,7 +218,19 @@ def main() -> None:
     if not args.skip_cpu:
         cpu(args.profile, args.cpu_compiled, args.threads)
     own_speed()
+    write_summary()
     print(f"({time.perf_counter() - start:.0f} s)")
+
+
+def write_summary() -> None:
+    """The accuracy figures (no measurement of anyone's) in results/predict-accuracy.json, a part not run this time
+    kept from the last run."""
+    import json
+    path = ROOT / "results" / "predict-accuracy.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    kept.update(SUMMARY)
+    path.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+    print(f"  wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
