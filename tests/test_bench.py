@@ -189,6 +189,29 @@ def test_a_failing_batch_is_a_row_and_the_sweep_goes_on(monkeypatch):
     assert got[1]["img_per_s"] == "" and got[1]["tflops_achieved"] == "" and got[2]["img_per_s"] > 0
 
 
+def test_min_input_size_is_the_smallest_the_forward_accepts_on_meta():
+    # resnet18 ends in an adaptive pool and pads every conv: 1 px runs. vgg16 halves the map in five 2x2 max
+    # pools (floor): 32 px is the least that leaves 1x1 for the last one, 31 px leaves 0.
+    assert runner.min_input_size(model_source("resnet18")) == 1
+    assert runner.min_input_size(model_source("vgg16")) == 32
+    with pytest.raises(CnnCostError, match="vgg16 needs an input of at least 32 px"):
+        runner.check_size(model_source("vgg16"), 31)
+    runner.check_size(model_source("vgg16"), 32)  # accepted: nothing raised
+
+
+def row_of(spread_min: float, spread_max: float, **values):
+    """A measured row with its fastest and slowest block."""
+    return {"model": "resnet18", "batch": 8, "repeats": 3, "error": "", "img_per_s_min": spread_min,
+            "img_per_s_max": spread_max, **values}
+
+
+def test_noisy_repeats_are_named_in_a_warning():
+    assert runner.noise_warning([row_of(100.0, 110.0)]) is None  # 1.1x: ordinary
+    assert runner.noise_warning([row_of(10.0, 23.0, repeats=1)]) is None  # one block: no spread to judge
+    warning = runner.noise_warning([row_of(100.0, 110.0), row_of(12.1, 27.83, batch=1)])
+    assert "spread 2.3x" in warning and "batch 1: 12.1 to 27.83" in warning and "1 of 2 row(s)" in warning
+
+
 def test_training_rows_count_forward_and_backward():
     threads = torch.get_num_threads()
     (r,) = sweep(["resnet18"], [2], Settings(mode="train", warmup=0, iters=1, repeats=1, size=32,

@@ -80,7 +80,7 @@ def bench(
     """Measure images/s, latency, peak memory, achieved TFLOP/s and MFU over batch sizes."""
     from cnncost.bench.counts import model_source
     from cnncost.bench.csvio import check_target
-    from cnncost.bench.runner import Settings, check
+    from cnncost.bench.runner import Settings, check, noise_warning
     from cnncost.errors import CnnCostError
     from cnncost.output import check_format, emit, in_unit
     from cnncost.units import unit as to_unit
@@ -101,9 +101,16 @@ def bench(
     names = [model_source(m).name for m in models]
     u = to_unit(unit)
     rows = in_unit(run_sweep(names, batches, settings, out), u)
-    columns = [k.replace("macs", u.name) for k in SHOWN]
+    failed = any(r["error"] for r in rows)  # a table of measured rows needs no empty error column
+    columns = [k.replace("macs", u.name) for k in SHOWN if k != "error" or failed or fmt != "table"]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
     emit({title: rows if fmt == "csv" else [{k: r[k] for k in columns} for r in rows]}, fmt, output, data=rows)
+    warning = noise_warning(rows)
+    if warning:
+        print(f"cnncost: warning: {warning}", file=sys.stderr)
+    if rows and all(r["error"] for r in rows):
+        print(f"cnncost: error: every row failed (first: {rows[0]['error']})", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
