@@ -251,6 +251,39 @@ def test_plots_come_from_the_csv_alone_and_are_deterministic(tmp_path, mfu, last
     assert "<dc:date>" not in svg and "FLOPs are not speed" in svg and "efficientnet_b0" in svg
 
 
+def labelled_ticks(axis, limits) -> list[str]:
+    """The tick labels a log axis shows inside its limits."""
+    lo, hi = sorted(limits)
+    shown = [v for v in axis.get_majorticklocs() if lo <= v <= hi]
+    return [label for label in axis.get_major_formatter().format_ticks(shown) if label]
+
+
+def test_log_axes_spanning_less_than_a_decade_have_labelled_ticks(tmp_path):
+    # resnet18 on a CPU at batch 1 and 8: 31 to 38 images/s, no power of ten on the y axis
+    data = [row(model="resnet18", mode="infer", batch=b, size=224, dtype="fp32", channels_last=False, compile=False,
+                cuda_graphs=False, img_per_s=v, macs_per_image=1_814_073_344, device="cpu", device_name="Some CPU",
+                threads=2) for b, v in ((1, 31.0), (8, 38.0))]
+    csvio.append_rows(tmp_path / "bench.csv", data)
+    df = plots.measured(tmp_path / "bench.csv")
+    plt = plots.pyplot()
+    for draw in (plots.throughput_vs_batch, plots.throughput_vs_gmacs):
+        fig, ax = plt.subplots()
+        draw(df, ax)
+        fig.canvas.draw()
+        assert len(labelled_ticks(ax.yaxis, ax.get_ylim())) >= 2, draw.__name__
+        if draw is plots.throughput_vs_gmacs:
+            assert len(labelled_ticks(ax.xaxis, ax.get_xlim())) >= 2
+        plt.close(fig)
+
+
+def test_log_ticks_step_1_2_5_then_1_to_9_and_leave_wide_axes_alone():
+    from cnncost.figures import log_ticks
+    assert log_ticks(0.5, 300) is None  # 1, 10, 100 label it
+    assert log_ticks(15, 120) == [20, 50, 100]
+    assert log_ticks(2.5, 4.5) == [3, 4]
+    assert len(log_ticks(31, 38)) >= 2
+
+
 def test_plot_labels_say_how_rows_were_run():
     from types import SimpleNamespace as Row
     flags = dict(dtype="bf16", channels_last=True, cuda_graphs=False, mode="infer")

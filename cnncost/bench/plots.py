@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnncost.bench.csvio import read_rows
 from cnncost.errors import CnnCostError
-from cnncost.figures import pyplot, save_formats
+from cnncost.figures import label_log_axes, pyplot, save_formats
 
 FORMATS = ("png", "svg")
 
@@ -45,11 +45,13 @@ def best(df):
 
 
 def plain_numbers(ax) -> None:
-    """Log axes labelled 100, 200, 1000 instead of 10^2, 2x10^2."""
+    """Log axes labelled 100, 1000 instead of 10^2, 10^3, and at 1-2-5 steps where less than a decade is shown
+    (call it once the data are plotted)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
+    label_log_axes(ax)
 
 
 def throughput_vs_batch(df, ax) -> str:
