@@ -207,7 +207,8 @@ def train_cost(
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))
         print(f"cnncost: warning: no formula for {ops}; counted as 0 in the totals", file=sys.stderr)
-    tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
+    from cnncost.bench.traincost import BASIS
+    tables = {f"{cost.model} training: {u.label} per image, forward + backward; {BASIS}, A = outputs":
               in_unit(cost.kinds, u),
               "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),
               "Hours on one device (GPU-hours; a CPU measurement gives CPU-hours)": cost.estimates}
