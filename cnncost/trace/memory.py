@@ -68,6 +68,7 @@ class LiveBytes(TorchDispatchMode):
         self.temporaries_peak = 0
         self.phase = "start"
         self.forward_end = 0
+        self.events: list[tuple[int, int]] = []  # (key, bytes) as a storage appears, (key, -1) as it dies
 
     def track(self, t: torch.Tensor, category: str, move: bool = False) -> None:
         """Count t's storage under category if it is new (an op's output on a known storage is a view or an
@@ -80,6 +81,7 @@ class LiveBytes(TorchDispatchMode):
             return
         self.category[key], self.size[key] = category, rounded(st.nbytes(), self.block)
         self.refs[key] = weakref.ref(st, partial(self.free, key))
+        self.events.append((key, st.nbytes()))
         self.live[category] += self.size[key]
         self.update_peak()
 
@@ -94,6 +96,7 @@ class LiveBytes(TorchDispatchMode):
         """Finalizer: the storage died."""
         self.live[self.category.pop(key)] -= self.size.pop(key)
         self.refs.pop(key, None)
+        self.events.append((key, -1))
 
     def total(self) -> int:
         """Live bytes now."""
@@ -162,10 +165,12 @@ class SavedTensors:
 
 @dataclass
 class MemoryReport:
-    """Per-module saved activations and the step's totals (bytes)."""
+    """Per-module saved activations and the step's totals (bytes); events: every storage's allocation and free,
+    in order (for cnncost.trace.peaks)."""
 
     per_module: pd.DataFrame
     totals: dict = field(default_factory=dict)
+    events: list = field(default_factory=list, repr=False)
 
 
 def phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer, live: LiveBytes) -> list:
@@ -261,7 +266,7 @@ def report(model, opt, live: LiveBytes, saved: SavedTensors, block: int) -> Memo
         "peak_phase": live.peak_phase,
         **{f"peak_{c}_bytes": live.at_peak[c] for c in CATEGORIES},
     }
-    return MemoryReport(per_module, totals)
+    return MemoryReport(per_module, totals, live.events)
 
 
 def measure_cpu_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
@@ -342,6 +347,9 @@ def largest_fitting(fits, guess: int) -> int:
     return lo
 
 
+FIT_BATCHES = (16, 64, 256)  # traced for the replay of every other batch's peak
+
+
 class BatchPeaks:
     """Predicted training-step memory of one model at any batch, on meta: one model and optimizer, steps cached."""
 
@@ -354,6 +362,7 @@ class BatchPeaks:
         self.model = self.source.build("meta")
         self.optimizer = ready_optimizer(self.model, optimizer)
         self.reports: dict[int, MemoryReport] = {}
+        self.affine = False  # not fitted yet
 
     def report(self, batch: int) -> MemoryReport:
         """The MemoryReport of a step at this batch."""
@@ -366,20 +375,37 @@ class BatchPeaks:
     def peak(self, batch: int) -> int:
         return self.report(batch).totals["peak_bytes"]
 
+    def replayed(self):
+        """The step's peak at any batch from the steps at FIT_BATCHES (cnncost.trace.peaks), or None when the
+        model's storages do not follow the batch."""
+        if self.affine is False:
+            from cnncost.trace.peaks import AffinePeaks
+            self.affine = AffinePeaks.fit({b: self.report(b).events for b in FIT_BATCHES}, self.block)
+        return self.affine
+
     def largest(self, memory) -> int:
-        """The largest batch whose peak fits memory (bytes, '80GB', a device): the peak grows almost linearly
-        with the batch, so steps at batch 64 and 256 give a guess and a few more settle it."""
+        """The largest batch whose peak fits memory (bytes, '80GB', a device): steps at FIT_BATCHES give every
+        other batch's peak by replay (batch 1 excepted: a dimension of size 1 can make a copy a view), else
+        the peak grows almost linearly with the batch, so steps at batch 64 and 256 give a guess and a few
+        more settle it."""
         limit = parse_memory(memory)
+        model = self.replayed()
+
+        def peak(batch: int) -> int:
+            if model is not None and batch > 1 and batch not in self.reports:
+                return model.peak(batch)
+            return self.peak(batch)
 
         def fits(batch: int) -> bool:
-            ok = self.peak(batch) <= limit
+            ok = peak(batch) <= limit
             if self.progress:
-                self.progress(batch, self.peak(batch), ok)
+                self.progress(batch, peak(batch), ok)
             return ok
 
-        slope = (self.peak(256) - self.peak(64)) / 192
-        guess = int((limit - self.peak(256)) / slope) + 256 if slope > 0 else 256
-        return largest_fitting(fits, guess)
+        slope = (peak(256) - peak(64)) / 192
+        guess = int((limit - peak(256)) / slope) + 256 if slope > 0 else 256
+        two = model is not None and fits(2)  # then batch 1 fits too, untraced
+        return largest_fitting(lambda batch: (batch == 1 and two) or fits(batch), guess)
 
 
 def largest_batch(source, memory_bytes, size: int | None = None, dtype: str = "fp32", optimizer: str = "sgd",
