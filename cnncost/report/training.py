@@ -22,7 +22,7 @@ LESSON_BATCH = 64
 def cost_row(name: str) -> dict:
     """MACs per image (inference and a traced training step, core and all categories) and the 90-epoch cost."""
     from cnncost.bench.traincost import train_cost
-    cost = train_cost(name)
+    cost = train_cost(name, per_kind=False)
     s, at_mfu = cost.summary(), cost.estimates[-1]
     return {"model": name, "size": s["size"], "inference_core_macs": s["forward_macs_per_image"],
             "train_core_macs": s["train_macs_per_image"], "train_factor": s["train_factor"],
