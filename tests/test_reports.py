@@ -103,3 +103,13 @@ def test_report_into_a_file_is_an_error(tmp_path):
     with pytest.raises(CnnCostError, match="not a directory"):
         generate(target)
     assert target.read_text() == "x"
+
+
+def test_benchmarks_without_data_say_why(tmp_path, monkeypatch):
+    from cnncost.report import benchmarks
+    monkeypatch.chdir(tmp_path)
+    (why,) = benchmarks.problems(Path("results"))
+    assert "benchmarks.md has no data: there is no folder results/ here" in why and str(tmp_path) in why
+    (tmp_path / "results").mkdir()
+    (why,) = benchmarks.problems(Path("results"))
+    assert "no CSV in" in why
