@@ -75,8 +75,8 @@ def pages(out: Path, verify_models=None, results: Path = Path("results")) -> lis
               part("training.md:densenet_lesson", training.densenet_lesson)],
              lambda results: training.page(results[:-1], results[-1])),
     ]
-    found += [Page(f"models/{name}.md", name, "per-stage table, ten costliest layers, op mix, "
-                   "roofline", [part(f"models/{name}.md", model.report, name, out)]) for name in MODELS]
+    found += [Page(f"models/{name}.md", name, "per-stage table, costliest layers (identical ones "
+                   "grouped), op mix, roofline", [part(f"models/{name}.md", model.report, name, out)]) for name in MODELS]
     return found
 
 
