@@ -1,8 +1,8 @@
 """The peak of a training step at any batch, replayed from three traced steps (cnncost.trace.peaks)."""
 import pytest
 
-from cnncost.trace.memory import FIT_BATCHES, BatchPeaks
-from cnncost.trace.peaks import AffinePeaks
+from cnncost.trace.memory import CATEGORIES, FIT_BATCHES, BatchPeaks
+from cnncost.trace.peaks import FREED, MOVED, AffinePeaks
 
 
 @pytest.fixture(scope="module")
@@ -13,37 +13,55 @@ def peaks():
     return found
 
 
-@pytest.mark.parametrize("batch", [2, 3, 37, 100, 1000])
+@pytest.mark.parametrize("batch", [2, 3, 16, 37, 100, 1000])
 def test_replayed_peak_is_the_traced_peak(peaks, batch):
     assert batch not in FIT_BATCHES
-    assert peaks.replayed().peak(batch) == peaks.peak(batch)  # peak() traces the step at this batch
+    replayed = peaks.at_peak(batch)
+    assert replayed["peak_bytes"] == peaks.replayed().peak(batch)
+    traced = peaks.report(batch).totals  # the step at this batch, traced
+    assert replayed == {k: traced[k] for k in ("peak_bytes", *(f"peak_{c}_bytes" for c in CATEGORIES))}
 
 
-def test_largest_batch_is_found_from_the_three_fitted_steps_alone(peaks):
+def test_largest_batch_is_found_from_the_two_fitted_steps_alone(peaks):
     limit = (peaks.peak(100) + peaks.peak(101)) // 2
     fresh = BatchPeaks("resnet18", size=64, dtype="bf16", allocator="cuda")
     assert fresh.largest(limit) == 100
     assert sorted(fresh.reports) == sorted(FIT_BATCHES)  # no other step traced
 
 
+def step(b, second):
+    """Events of a made-up step: storage 7 of b x 100 bytes, then storage 8 of second(b) bytes, both freed."""
+    return [(7, 100 * b, "activations"), (8, second(b), "temporaries"), (8, FREED, None), (7, FREED, None)]
+
+
+def test_two_steps_suffice_when_every_storage_is_constant_or_proportional():
+    model = AffinePeaks.fit({b: step(b, lambda b: 4096) for b in (4, 8)}, 1)
+    assert model.peak(5) == 100 * 5 + 4096  # both live after the second allocation
+    assert model.at_peak(5) == {"peak": 100 * 5 + 4096, "activations": 500, "temporaries": 4096}
+
+
 def test_sizes_that_are_not_affine_in_the_batch_give_no_model():
-    # storage 7 holds batch x 100 bytes; storage 8 holds batch^2 bytes (affine on two batches, not on three)
-    steps = {b: [(7, 100 * b), (8, b * b), (8, -1), (7, -1)] for b in (2, 4, 8)}
-    assert AffinePeaks.fit(steps, 1) is None
-    steps = {b: [(7, 100 * b), (8, 10 * b + 4), (8, -1), (7, -1)] for b in (2, 4, 8)}
-    model = AffinePeaks.fit(steps, 1)
-    assert model.peak(5) == 100 * 5 + 10 * 5 + 4  # both live after the second allocation
+    # storage 8 holds batch^2 bytes: proportional on no two batches, affine on two but not on three
+    assert AffinePeaks.fit({b: step(b, lambda b: b * b) for b in (2, 4)}, 1) is None
+    assert AffinePeaks.fit({b: step(b, lambda b: b * b) for b in (2, 4, 8)}, 1) is None
+    # batch x 10 + 4 bytes: neither constant nor proportional, so two steps are not enough; three fit it
+    assert AffinePeaks.fit({b: step(b, lambda b: 10 * b + 4) for b in (2, 4)}, 1) is None
+    model = AffinePeaks.fit({b: step(b, lambda b: 10 * b + 4) for b in (2, 4, 8)}, 1)
+    assert model.peak(5) == 100 * 5 + 10 * 5 + 4
 
 
 def test_a_different_order_of_allocations_and_frees_gives_no_model():
-    steps = {2: [(1, 20), (1, -1), (2, 40)], 4: [(1, 40), (2, 80), (1, -1)], 8: [(1, 80), (1, -1), (2, 160)]}
+    steps = {2: [(1, 20, "a"), (1, FREED, None), (2, 40, "a")], 4: [(1, 40, "a"), (2, 80, "a"), (1, FREED, None)]}
     assert AffinePeaks.fit(steps, 1) is None
 
 
-def test_block_rounding_and_reused_addresses():
-    # address 5 is freed and reused by a new storage: two storages, one after the other
-    steps = {b: [(5, 1000 * b), (5, -1), (5, 300 * b), (9, 10)] for b in (1, 2, 3)}
+def test_block_rounding_reused_addresses_and_moves():
+    # address 5 is freed and reused by a new storage: two storages, one after the other; the second becomes a
+    # gradient after the third storage appears
+    steps = {b: [(5, 1000 * b, "activations"), (5, FREED, None), (5, 300 * b, "temporaries"), (9, 10, "params"),
+                 (5, MOVED, "grads")] for b in (1, 2)}
     model = AffinePeaks.fit(steps, 512)
     # at batch 4: 4000 bytes -> 4096 (8 blocks); then 1200 -> 1536 and 10 -> 512 live together: 2048
-    assert model.peak(4) == 4096
-    assert AffinePeaks.fit(steps, 1).peak(4) == 4000
+    assert model.peak(4) == 4096 and AffinePeaks.fit(steps, 1).peak(4) == 4000
+    # at batch 40: 40,000 -> 40,448 alone; 12,000 -> 12,288 + 512 = 12,800 together: the first is the peak
+    assert model.at_peak(40) == {"peak": 40448, "activations": 40448, "grads": 0, "params": 0, "temporaries": 0}

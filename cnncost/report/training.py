@@ -35,7 +35,7 @@ def memory_rows(peaks) -> list[dict]:
     """Bytes live at the step's peak by part (buffers with the parameters), per plotted batch."""
     rows = []
     for batch in PLOT_BATCHES:
-        t = peaks.report(batch).totals
+        t = peaks.at_peak(batch)
         parts = {part: t[f"peak_{part}_bytes"] for part, _ in PARTS}
         parts["params"] += t["peak_buffers_bytes"]
         rows.append({"batch": batch, **parts, "peak": t["peak_bytes"]})

@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cnncost.errors import CnnCostError
+from cnncost.trace.peaks import FREED, MOVED
 from cnncost.trace.step import (
     AUTOCAST,
     OPTIMIZERS,
@@ -68,7 +69,7 @@ class LiveBytes(TorchDispatchMode):
         self.temporaries_peak = 0
         self.phase = "start"
         self.forward_end = 0
-        self.events: list[tuple[int, int]] = []  # (key, bytes) as a storage appears, (key, -1) as it dies
+        self.events: list = []  # every storage's allocation, change of category and death (trace.peaks.Events)
 
     def track(self, t: torch.Tensor, category: str, move: bool = False) -> None:
         """Count t's storage under category if it is new (an op's output on a known storage is a view or an
@@ -81,7 +82,7 @@ class LiveBytes(TorchDispatchMode):
             return
         self.category[key], self.size[key] = category, rounded(st.nbytes(), self.block)
         self.refs[key] = weakref.ref(st, partial(self.free, key))
-        self.events.append((key, st.nbytes()))
+        self.events.append((key, st.nbytes(), category))
         self.live[category] += self.size[key]
         self.update_peak()
 
@@ -91,12 +92,13 @@ class LiveBytes(TorchDispatchMode):
         self.live[old] -= self.size[key]
         self.live[category] += self.size[key]
         self.category[key] = category
+        self.events.append((key, MOVED, category))
 
     def free(self, key: int, _ref=None) -> None:
         """Finalizer: the storage died."""
         self.live[self.category.pop(key)] -= self.size.pop(key)
         self.refs.pop(key, None)
-        self.events.append((key, -1))
+        self.events.append((key, FREED, None))
 
     def total(self) -> int:
         """Live bytes now."""
@@ -347,7 +349,8 @@ def largest_fitting(fits, guess: int) -> int:
     return lo
 
 
-FIT_BATCHES = (16, 64, 256)  # traced for the replay of every other batch's peak
+FIT_BATCHES = (64, 256)  # traced: their storages replay every other batch's peak (cnncost.trace.peaks)
+CHECK_BATCH = 16  # traced too where a storage is neither constant nor proportional to the batch
 
 
 class BatchPeaks:
@@ -376,12 +379,26 @@ class BatchPeaks:
         return self.report(batch).totals["peak_bytes"]
 
     def replayed(self):
-        """The step's peak at any batch from the steps at FIT_BATCHES (cnncost.trace.peaks), or None when the
-        model's storages do not follow the batch."""
+        """The step's peak at any batch from the steps at FIT_BATCHES (and CHECK_BATCH where they do not
+        suffice), or None when the model's storages do not follow the batch."""
         if self.affine is False:
             from cnncost.trace.peaks import AffinePeaks
-            self.affine = AffinePeaks.fit({b: self.report(b).events for b in FIT_BATCHES}, self.block)
+            steps = {b: self.report(b).events for b in FIT_BATCHES}
+            self.affine = AffinePeaks.fit(steps, self.block)
+            if self.affine is None:
+                steps[CHECK_BATCH] = self.report(CHECK_BATCH).events
+                self.affine = AffinePeaks.fit(steps, self.block)
         return self.affine
+
+    def at_peak(self, batch: int) -> dict[str, int]:
+        """peak_bytes and peak_<category>_bytes (live when the peak is first reached) of a step at this batch:
+        from its trace where it was traced, else replayed (batch 1 is always traced)."""
+        model = self.replayed() if batch not in self.reports and batch > 1 else None
+        if model is None:
+            t = self.report(batch).totals
+            return {"peak_bytes": t["peak_bytes"], **{f"peak_{c}_bytes": t[f"peak_{c}_bytes"] for c in CATEGORIES}}
+        live = model.at_peak(batch)
+        return {"peak_bytes": live["peak"], **{f"peak_{c}_bytes": live.get(c, 0) for c in CATEGORIES}}
 
     def largest(self, memory) -> int:
         """The largest batch whose peak fits memory (bytes, '80GB', a device): steps at FIT_BATCHES give every
