@@ -50,6 +50,21 @@ def label_log_axes(ax) -> None:
             axis.set_minor_formatter(NullFormatter())
 
 
+def plain_log_axes(ax, minor_ticks: bool = True) -> None:
+    """Log axes labelled 0.01, 100, 1000 instead of 10^-2, 10^2, 10^3, at 1-2-5 steps where less than two
+    decades show (call it once the data are plotted); minor_ticks=False leaves only the labelled ticks (an axis
+    over many decades draws no 8 unlabelled marks per decade: they cost as much as the rest of the figure)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() != "log":
+            continue
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+        if not minor_ticks:
+            axis.set_minor_locator(NullLocator())
+    label_log_axes(ax)
+
+
 def write_figure(fig, path: Path) -> Path:
     """Write a figure as PNG or SVG (by suffix) without timestamps or version strings, atomically."""
     fmt = path.suffix.lstrip(".")

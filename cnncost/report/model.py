@@ -8,7 +8,7 @@ from cnncost.bench.devices import by_key
 from cnncost.catalog import depth, stage_rows
 from cnncost.formulas import CORE
 from cnncost.report.markdown import image, table
-from cnncost.figures import label_log_axes, pyplot, save
+from cnncost.figures import plain_log_axes, pyplot, save
 from cnncost.result import Result
 
 ROOF_DEVICE, ROOF_DTYPE, ROOF_BATCH = "h100-sxm", "bf16", 256
@@ -127,7 +127,7 @@ def plot_roofline(points: list[dict], ridge: float, path: Path, title: str) -> N
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte, bf16)",
            ylabel="attainable TFLOP/s (the roof's bound)",
            title=f"{title} on the {device.name} roofline ({ROOF_DTYPE}, batch {ROOF_BATCH})")
-    label_log_axes(ax)
+    plain_log_axes(ax, minor_ticks=False)
     ax.legend(fontsize=7)
     save(fig, path)
 
