@@ -1,11 +1,12 @@
 """What each part of `cnncost report` costs: CPU seconds and peak resident memory, one part after another.
 
 Runs every part of every page (cnncost.report.pages) in this process on one torch thread, as a worker does,
-in the scheduler's order (costliest first), timing each with process_time and resetting the kernel's resident high-water mark (VmHWM, Linux) before
-it, and prints a table and the COSTS / HEAVY literals that cnncost/report/__init__.py keeps: the progress bar's
-weights, the order parts start in, and which parts must not run beside each other (real forwards of GBs).
+costliest first, timing each with process_time and resetting the kernel's resident high-water mark (VmHWM,
+Linux) before it, and prints a table and the COSTS / HEAVY literals that cnncost/report/__init__.py keeps: the
+progress bar's weights, the order parts start in, and which parts must not run beside each other (real forwards
+that grow a worker by hundreds of MB).
 
-Run: .venv/bin/python benchmarks/bench_report.py [--out /tmp/report-parts] [--heavy-mb 600]
+Run: .venv/bin/python benchmarks/bench_report.py [--out /tmp/report-parts] [--heavy-mb 200]
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ def reset_peak() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/report-parts")
-    parser.add_argument("--heavy-mb", type=float, default=600.0,
+    parser.add_argument("--heavy-mb", type=float, default=200.0,
                         help="a part whose peak grows the process by more than this is heavy")
     args = parser.parse_args()
     import torch
 
     from cnncost.report import pages, preload
+    from cnncost.report.schedule import call
     torch.set_num_threads(1)  # as each of the report's workers
 
     out = Path(args.out)
@@ -50,7 +52,7 @@ def main() -> None:
         reset_peak()
         before = resident_peak_mb()
         start = time.process_time()
-        part.run(*part.args)
+        call(part)
         rows.append((part.key, time.process_time() - start, resident_peak_mb(), resident_peak_mb() - before))
         print(f"{part.key:45s} {rows[-1][1]:7.2f} s  peak {rows[-1][2]:7.0f} MB (+{rows[-1][3]:.0f})", flush=True)
     print(f"total: {sum(r[1] for r in rows):.1f} s CPU in {len(rows)} parts")

@@ -75,9 +75,9 @@ def pages(out: Path, verify_models=None, results: Path = Path("results")) -> lis
               part("training.md:densenet_lesson", training.densenet_lesson)],
              lambda results: training.page(results[:-1], results[-1])),
     ]
-    found += [Page(f"models/{name}.md", name, "per-stage table, costliest layers (identical ones "
-                   "grouped), op mix, roofline", [part(f"models/{name}.md", model.report, name, out)]) for name in MODELS]
-    return found
+    about = "per-stage table, costliest layers (identical ones grouped), op mix, roofline"
+    return found + [Page(f"models/{name}.md", name, about, [part(f"models/{name}.md", model.report, name, out)])
+                    for name in MODELS]
 
 
 PRELOADED = ("torch", "torchvision", "matplotlib.pyplot", "fvcore.nn", "ptflops", "cnncost.trace.adapters",
@@ -118,10 +118,17 @@ def reports(out: Path, verify_models=None, results: Path = Path("results"), jobs
     with contextlib.ExitStack() as stack:
         bar = progress.Silent()
 
+        def busiest() -> None:
+            """Name the page with the most work still to do."""
+            left = {p.name: sum(q.cost for q in p.parts if q.key not in finished_parts) for p in todo
+                    if p.name not in written}
+            if left:
+                bar.working(max(left, key=left.get))
+
         def started() -> None:  # the bar's refresh thread starts once the workers are forked
             nonlocal bar
             bar = stack.enter_context(progress.bar("report", total=len(todo), cost=total))
-            bar.working(todo[0].name)
+            busiest()
 
         def done(finished, page, text) -> None:
             if page is not None:
@@ -129,10 +136,7 @@ def reports(out: Path, verify_models=None, results: Path = Path("results"), jobs
                 written.add(page.name)
             finished_parts.add(finished.key)
             bar.done(steps=int(page is not None), cost=finished.cost)
-            left = {p.name: sum(q.cost for q in p.parts if q.key not in finished_parts) for p in todo
-                    if p.name not in written}
-            if left:  # the page with the most work still to do
-                bar.working(max(left, key=left.get))
+            busiest()
 
         schedule.run(todo, jobs, done, started)
     for line in benchmarks.problems(results):
