@@ -167,8 +167,8 @@ class SavedTensors:
 
 @dataclass
 class MemoryReport:
-    """Per-module saved activations and the step's totals (bytes); events: every storage's allocation and free,
-    in order (for cnncost.trace.peaks)."""
+    """Per-module saved activations and the step's totals (bytes); events: every storage's allocation, change of
+    category and free, in order (for cnncost.trace.peaks)."""
 
     per_module: pd.DataFrame
     totals: dict = field(default_factory=dict)
