@@ -53,6 +53,17 @@ def storage_of(t: torch.Tensor) -> torch.UntypedStorage:
     return t.untyped_storage()
 
 
+def fresh_output(func, args: tuple, kwargs: dict | None, optimizing: bool):
+    """On meta, an op's output made as the tracers make it (the input itself for an in-place op, else a new
+    tensor of the shape, dtype and layout the meta kernel gives) without running PyTorch's Python meta kernels,
+    which take most of a traced step's time; None for an op they do not cover. Only outputs are tracked, so the
+    bytes are the same."""
+    from cnncost.trace.counter import shortcut
+    from cnncost.trace.train import fast_output
+    out = shortcut(func, args, kwargs)
+    return fast_output(func, args, kwargs, optimizing) if out is None else out
+
+
 class LiveBytes(TorchDispatchMode):
     """Live bytes per category over time, from the storages aten ops create and their finalizers."""
 
@@ -114,7 +125,9 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.phase == "forward" and torch._C._current_autograd_node() is not None:
             self.phase, self.forward_end = "backward", self.total()
-        out = func(*args, **(kwargs or {}))
+        out = fresh_output(func, args, kwargs, self.phase == "optimizer")
+        if out is None:
+            out = func(*args, **(kwargs or {}))
         created = "activations" if self.phase == "forward" else "temporaries"
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
