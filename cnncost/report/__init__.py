@@ -12,31 +12,30 @@ from pathlib import Path
 from cnncost.errors import CnnCostError
 from cnncost.output import write_atomic
 
-# Expected CPU seconds per part (benchmarks/bench_report.py): the heavy ones first, and the progress bar's
-# weights. A part not listed weighs DEFAULT_COST.
-COSTS = {"overview.md": 0.3, "lessons.md": 0.4, "verification.md:alexnet": 0.3, "verification.md:vgg16": 1.1,
+# Expected CPU seconds per part (benchmarks/bench_report.py, one torch thread): the costliest start first, and
+# they are the progress bar's weights. A part not listed weighs DEFAULT_COST.
+COSTS = {"overview.md": 0.3, "lessons.md": 0.3, "verification.md:alexnet": 0.3, "verification.md:vgg16": 1.2,
          "verification.md:googlenet": 0.6, "verification.md:resnet34": 0.6, "verification.md:resnet50": 0.8,
-         "verification.md:resnext50_32x4d": 1.1, "verification.md:densenet121": 1.4,
-         "verification.md:densenet169": 2.2, "verification.md:densenet201": 2.5,
-         "verification.md:densenet264": 3.7, "verification.md:efficientnet_b0": 1.0,
-         "verification.md:efficientnet_b1": 1.4, "verification.md:efficientnet_b2": 1.6,
-         "verification.md:efficientnet_b3": 1.6, "verification.md:efficientnet_b4": 2.6,
-         "verification.md:efficientnet_b5": 3.1, "verification.md:efficientnet_b6": 4.7,
-         "verification.md:efficientnet_b7": 7.6, "verification.md:googlenet_paper": 0.8,
-         "verification.md:resnet50_v1": 1.0, "verification.md:vit_b_16": 1.8,
-         "verification.md:lraspp_mobilenet_v3_large": 1.2, "verification.md:r3d_18": 2.0, "benchmarks.md": 0.9,
-         "training.md:alexnet": 0.2, "training.md:vgg16": 0.3, "training.md:googlenet": 1.7,
-         "training.md:resnet34": 1.1, "training.md:resnet50": 1.5, "training.md:resnext50_32x4d": 1.4,
-         "training.md:densenet121": 3.9, "training.md:densenet169": 4.9, "training.md:densenet201": 6.4,
-         "training.md:densenet264": 9.6, "training.md:efficientnet_b0": 1.8, "training.md:efficientnet_b1": 2.2,
-         "training.md:efficientnet_b2": 2.9, "training.md:efficientnet_b3": 2.8,
-         "training.md:efficientnet_b4": 3.7, "training.md:efficientnet_b5": 3.8,
-         "training.md:efficientnet_b6": 4.7, "training.md:efficientnet_b7": 6.1,
-         "training.md:densenet_lesson": 6.9}
-DEFAULT_COST = 0.6  # a model page: two figures
+         "verification.md:resnext50_32x4d": 0.8, "verification.md:densenet121": 1.3,
+         "verification.md:densenet169": 1.8, "verification.md:densenet201": 2.1, "verification.md:densenet264": 2.9,
+         "verification.md:efficientnet_b0": 0.8, "verification.md:efficientnet_b1": 1.1,
+         "verification.md:efficientnet_b2": 1.2, "verification.md:efficientnet_b3": 1.4,
+         "verification.md:efficientnet_b4": 2.0, "verification.md:efficientnet_b5": 2.9,
+         "verification.md:efficientnet_b6": 4.2, "verification.md:efficientnet_b7": 6.8,
+         "verification.md:googlenet_paper": 0.6, "verification.md:resnet50_v1": 0.8,
+         "verification.md:vit_b_16": 1.7, "verification.md:lraspp_mobilenet_v3_large": 1.1,
+         "verification.md:r3d_18": 2.1, "benchmarks.md": 0.5, "training.md:alexnet": 0.1, "training.md:vgg16": 0.2,
+         "training.md:googlenet": 0.7, "training.md:resnet34": 0.4, "training.md:resnet50": 0.7,
+         "training.md:resnext50_32x4d": 0.7, "training.md:densenet121": 1.6, "training.md:densenet169": 2.7,
+         "training.md:densenet201": 3.2, "training.md:densenet264": 4.6, "training.md:efficientnet_b0": 0.8,
+         "training.md:efficientnet_b1": 1.1, "training.md:efficientnet_b2": 1.1, "training.md:efficientnet_b3": 1.2,
+         "training.md:efficientnet_b4": 1.5, "training.md:efficientnet_b5": 1.8, "training.md:efficientnet_b6": 2.0,
+         "training.md:efficientnet_b7": 2.6, "training.md:densenet_lesson": 4.4}
+DEFAULT_COST = 0.3  # a model page: two figures
 # Parts that grow a worker by over 200 MB (a real forward of a large model on the CPU): never two at once.
-HEAVY = ("verification.md:alexnet", "verification.md:vgg16", "verification.md:efficientnet_b6",
-         "verification.md:efficientnet_b7")
+HEAVY = ("verification.md:alexnet", "verification.md:vgg16", "verification.md:efficientnet_b4",
+         "verification.md:efficientnet_b5", "verification.md:efficientnet_b6", "verification.md:efficientnet_b7",
+         "verification.md:vit_b_16", "verification.md:r3d_18")
 
 
 def cost(key: str) -> float:
