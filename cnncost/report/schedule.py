@@ -55,30 +55,15 @@ def worker_start() -> None:
     torch.set_num_threads(1)
 
 
-TRIM_MB = 100  # a part that grew the process by more than this gives the C allocator's free pages back
-
-
-def resident_mb() -> float:
-    """This process's resident memory now, in MB (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * 4096 / 2**20
-    except OSError:
-        return 0.0
-
-
 def call(part: Part) -> Any:
-    """Run a part; when it grew the process much (a real forward of a large model leaves hundreds of MB with the
-    C allocator), give the allocator's free pages back, so that a worker holds no more than its largest part.
-    Not after every part: pages given back are faulted in again by the next one."""
+    """Run a part, then give the C allocator's free pages back to the system (a real forward of a large model
+    leaves hundreds of MB there), so that between parts a worker holds little beyond what it was forked with."""
     import ctypes
-    before = resident_mb()
     result = part.run(*part.args)
-    if resident_mb() - before > TRIM_MB:
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
     return result
 
 
