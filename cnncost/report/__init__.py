@@ -118,11 +118,13 @@ def reports(out: Path, verify_models=None, results: Path = Path("results"), jobs
         bar = progress.Silent()
 
         def busiest() -> None:
-            """Name the page with the most work still to do."""
-            left = {p.name: sum(q.cost for q in p.parts if q.key not in finished_parts) for p in todo
-                    if p.name not in written}
+            """Name the page with the most work still to do, with its parts done where it has several."""
+            left = [(sum(q.cost for q in p.parts if q.key not in finished_parts), i) for i, p in enumerate(todo)
+                    if p.name not in written]
             if left:
-                bar.working(max(left, key=left.get))
+                page = todo[max(left)[1]]
+                done_parts = sum(q.key in finished_parts for q in page.parts)
+                bar.working(page.name + (f" ({done_parts}/{len(page.parts)} parts)" if len(page.parts) > 1 else ""))
 
         def started() -> None:  # the bar's refresh thread starts once the workers are forked
             nonlocal bar
