@@ -182,9 +182,10 @@ def essential(column: str, first: str) -> bool:
 
 
 def fitting(widths: dict[str, int], width: int) -> list[str]:
-    """The columns to show in `width` characters: the optional ones left out from the right until they fit."""
+    """The columns to show in `width` characters: the optional ones left out from the right until they fit, an
+    `error` column last (without it a failed row is blank)."""
     columns = list(widths)
-    optional = [c for c in reversed(columns) if not essential(c, columns[0])]
+    optional = sorted((c for c in reversed(columns) if not essential(c, columns[0])), key=lambda c: c == "error")
     for column in optional:
         if table_width([widths[c] for c in columns]) <= width:
             break

@@ -189,6 +189,29 @@ def test_a_failing_batch_is_a_row_and_the_sweep_goes_on(monkeypatch):
     assert got[1]["img_per_s"] == "" and got[1]["tflops_achieved"] == "" and got[2]["img_per_s"] > 0
 
 
+def test_min_input_size_is_the_smallest_the_forward_accepts_on_meta():
+    # resnet18 ends in an adaptive pool and pads every conv: 1 px runs. vgg16 halves the map in five 2x2 max
+    # pools (floor): 32 px is the least that leaves 1x1 for the last one, 31 px leaves 0.
+    assert runner.min_input_size(model_source("resnet18")) == 1
+    assert runner.min_input_size(model_source("vgg16")) == 32
+    with pytest.raises(CnnCostError, match="vgg16 needs an input of at least 32 px"):
+        runner.check_size(model_source("vgg16"), 31)
+    runner.check_size(model_source("vgg16"), 32)  # accepted: nothing raised
+
+
+def row_of(spread_min: float, spread_max: float, **values):
+    """A measured row with its fastest and slowest block."""
+    return {"model": "resnet18", "batch": 8, "repeats": 3, "error": "", "img_per_s_min": spread_min,
+            "img_per_s_max": spread_max, **values}
+
+
+def test_noisy_repeats_are_named_in_a_warning():
+    assert runner.noise_warning([row_of(100.0, 110.0)]) is None  # 1.1x: ordinary
+    assert runner.noise_warning([row_of(10.0, 23.0, repeats=1)]) is None  # one block: no spread to judge
+    warning = runner.noise_warning([row_of(100.0, 110.0), row_of(12.1, 27.83, batch=1)])
+    assert "spread 2.3x" in warning and "batch 1: 12.1 to 27.83" in warning and "1 of 2 row(s)" in warning
+
+
 def test_training_rows_count_forward_and_backward():
     threads = torch.get_num_threads()
     (r,) = sweep(["resnet18"], [2], Settings(mode="train", warmup=0, iters=1, repeats=1, size=32,
@@ -226,6 +249,39 @@ def test_plots_come_from_the_csv_alone_and_are_deterministic(tmp_path, mfu, last
     assert again == first
     svg = first["bench-throughput-vs-gmacs.svg"].decode()
     assert "<dc:date>" not in svg and "FLOPs are not speed" in svg and "efficientnet_b0" in svg
+
+
+def labelled_ticks(axis, limits) -> list[str]:
+    """The tick labels a log axis shows inside its limits."""
+    lo, hi = sorted(limits)
+    shown = [v for v in axis.get_majorticklocs() if lo <= v <= hi]
+    return [label for label in axis.get_major_formatter().format_ticks(shown) if label]
+
+
+def test_log_axes_spanning_less_than_a_decade_have_labelled_ticks(tmp_path):
+    # resnet18 on a CPU at batch 1 and 8: 31 to 38 images/s, no power of ten on the y axis
+    data = [row(model="resnet18", mode="infer", batch=b, size=224, dtype="fp32", channels_last=False, compile=False,
+                cuda_graphs=False, img_per_s=v, macs_per_image=1_814_073_344, device="cpu", device_name="Some CPU",
+                threads=2) for b, v in ((1, 31.0), (8, 38.0))]
+    csvio.append_rows(tmp_path / "bench.csv", data)
+    df = plots.measured(tmp_path / "bench.csv")
+    plt = plots.pyplot()
+    for draw in (plots.throughput_vs_batch, plots.throughput_vs_gmacs):
+        fig, ax = plt.subplots()
+        draw(df, ax)
+        fig.canvas.draw()
+        assert len(labelled_ticks(ax.yaxis, ax.get_ylim())) >= 2, draw.__name__
+        if draw is plots.throughput_vs_gmacs:
+            assert len(labelled_ticks(ax.xaxis, ax.get_xlim())) >= 2
+        plt.close(fig)
+
+
+def test_log_ticks_step_1_2_5_then_1_to_9_and_leave_wide_axes_alone():
+    from cnncost.figures import log_ticks
+    assert log_ticks(0.5, 300) is None  # 1, 10, 100 label it
+    assert log_ticks(15, 120) == [20, 50, 100]
+    assert log_ticks(2.5, 4.5) == [3, 4]
+    assert len(log_ticks(31, 38)) >= 2
 
 
 def test_plot_labels_say_how_rows_were_run():

@@ -10,9 +10,9 @@ from cnncost.cli import run
     (["scale", "--phi", "nan"], "multipliers must be positive finite numbers"),
     (["scale", "--depth", "inf"], "multipliers must be positive finite numbers"),
     (["train-cost", "resnet50", "--size", "0"], "input size must be positive"),
-    # vgg16's last max pool would see a 1x1 map at 16 px: refused before anything is measured or written
+    # vgg16's five 2x2 max pools need 32 px (found on meta): refused before anything is measured or written
     (["bench", "vgg16", "--device", "cpu", "--batch", "1", "--size", "16", "--iters", "1", "--warmup", "0",
-      "--repeats", "1"], "larger than the padded input"),
+      "--repeats", "1"], "vgg16 needs an input of at least 32 px"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     out_csv = tmp_path / "b.csv"

@@ -61,6 +61,36 @@ def test_table_names_units_and_no_progress_off_a_terminal(capsys):
     assert status == 0 and "flops_per_image" in out and "FLOPs per image" in out and "macs_per_image" not in out
 
 
+def out_of_memory(prepared, settings, batch):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_exit_1_when_every_row_failed(capsys, monkeypatch):
+    monkeypatch.setattr(runner, "measure", out_of_memory)
+    status, out, err = cli(capsys, "bench", "resnet18", "--batch", "1,2", "--format", "json", *FAST)
+    assert status == 1 and "every row failed" in err and "OutOfMemoryError" in err
+    assert [r["error"] for r in json.loads(out)] == ["OutOfMemoryError: CUDA out of memory. Tried to allocate "
+                                                     "20.00 GiB"] * 2
+
+
+def test_a_narrow_table_keeps_the_error_column_last(capsys, monkeypatch):
+    monkeypatch.setattr(runner, "measure", out_of_memory)
+    monkeypatch.setenv("COLUMNS", "90")
+    status, out, _ = cli(capsys, "bench", "resnet18", "--batch", "1", *FAST)
+    caption = " ".join(out.split("left out to fit 90 characters:")[1].split("(widen")[0].split())
+    left_out = caption.replace(" ", "").split(",")
+    assert status == 1 and "error" not in left_out and "OutOfMemoryEr" in out
+    assert {"latency_ms_p90", "mfu"} <= set(left_out)  # dropped before it
+
+
+def test_min_input_size_comes_from_the_model(capsys):
+    status, _, err = cli(capsys, "bench", "alexnet", "--batch", "1", *FAST)  # FAST asks for 32 px
+    assert status == 2 and "alexnet needs an input of at least 63 px (found on meta)" in err
+    status, out, _ = cli(capsys, "bench", "resnet18", "--batch", "1", "--format", "json", *FAST[:-2],
+                         "--size", "8", "--device", "cpu")
+    assert status == 0 and json.loads(out)[0]["size"] == 8 and json.loads(out)[0]["error"] == ""
+
+
 def test_plot_from_the_csv(capsys, bench_csv):
     status, out, _ = cli(capsys, "plot", str(bench_csv), "--formats", "svg")
     names = sorted(line.rsplit("/", 1)[-1] for line in out.split())

@@ -103,3 +103,47 @@ def test_report_into_a_file_is_an_error(tmp_path):
     with pytest.raises(CnnCostError, match="not a directory"):
         generate(target)
     assert target.read_text() == "x"
+
+
+def test_alike_layers_are_one_row_in_the_costliest_table():
+    from cnncost.report.model import costliest, pattern
+    rows = {r["layer"]: r for r in costliest(analyze("resnet50"))}
+    # layer3's blocks 1..5 share conv2: 256 -> 256, 3x3 on 14x14, (14 * 14 * 256) * (3 * 3 * 256) MACs each
+    stage3 = rows["layer3.*.conv2"]
+    assert stage3["count"] == 5 and stage3["macs"] == (14 * 14 * 256) * (3 * 3 * 256) == 115_605_504
+    assert stage3["share_pct"] == round(100 * 5 * 115_605_504 / analyze("resnet50").total("macs"), 1)
+    assert rows["layer3.0.conv2"]["count"] == 1  # stride 2 from 28x28: the same MACs, not the same layer
+    assert len(rows) == 10 and pattern(["a.1.b", "a.2.b"]) == "a.*.b" and pattern(["x", "y.z"]) == "x and 1 more"
+
+
+def test_depth_says_what_it_counts():
+    from cnncost.report.model import depth_note
+    # ResNet-50: 1 stem conv + 16 blocks x 3 convs + fc = 50 on the path; the 4 downsample convs beside it
+    assert depth_note(analyze("resnet50")) == (
+        "depth 50 = weight layers (conv, linear) on the longest path from input to output; its other 4 of 54 "
+        "weight layers are projection shortcuts (downsample) beside that path")
+    assert depth_note(analyze("vgg16")).endswith(": all 16 of them")  # 13 conv + 3 fc, one path
+
+
+def test_the_roofline_marks_its_ridge_point(tmp_path, monkeypatch):
+    from cnncost.report import model
+    points, ridge = model.roofline(analyze("resnet50", dtype=model.ROOF_DTYPE))
+    plt = model.pyplot()
+    captured = {}
+    monkeypatch.setattr(model, "save", lambda fig, path: captured.update(fig=fig))
+    model.plot_roofline(points, ridge, tmp_path / "r.png", "resnet50")
+    ax = captured["fig"].axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.startswith(f"ridge point: {ridge:.0f} FLOP/byte") for label in labels)
+    assert any(list(line.get_xdata()) == [ridge, ridge] for line in ax.get_lines())  # the vertical at the ridge
+    plt.close(captured["fig"])
+
+
+def test_benchmarks_without_data_say_why(tmp_path, monkeypatch):
+    from cnncost.report import benchmarks
+    monkeypatch.chdir(tmp_path)
+    (why,) = benchmarks.problems(Path("results"))
+    assert "benchmarks.md has no data: there is no folder results/ here" in why and str(tmp_path) in why
+    (tmp_path / "results").mkdir()
+    (why,) = benchmarks.problems(Path("results"))
+    assert "no bench-*.csv in" in why

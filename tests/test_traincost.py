@@ -132,3 +132,20 @@ def test_models_without_a_spec_are_traced_and_follow_the_same_rules():
     assert cost.source.startswith("cnncost train") and {k["kind"] for k in cost.kinds} >= {"conv2d", "relu6", "add"}
     assert cost.train_macs_per_image == 3 * cost.forward_macs_per_image - first
     assert cost.forward_macs_per_image == 601_548_544 // 2  # torch.utils.flop_counter: 601,548,544 FLOPs
+
+
+def test_per_kind_table_has_one_basis_the_inference_forward():
+    cost = train_cost("resnet18", epochs=1)
+    kinds = {(k["kind"], k["factor"]): k for k in cost.kinds}
+    bn = kinds["batchnorm2d", "7F"]
+    # Inference folds batch norm to x * scale + shift: 1 op per element, F. Training: forward 4 (mean, centre,
+    # square-sum, 1/std scale) + 1 (affine), backward dX 2 + d-gamma/d-beta 1: 8 ops per element = 8F.
+    assert bn["training_forward_macs"] == 5 * bn["inference_macs"]
+    # num_batches_tracked += 1 in each of the 20 batch norms is an add of its own, on the add rows
+    add = kinds["add", "2F"]
+    assert add["training_forward_macs"] == add["inference_macs"] + 20
+    assert bn["train_macs"] == bn["training_forward_macs"] + 3 * bn["inference_macs"]
+    assert bn["measured"] == f"{bn['train_macs'] / bn['inference_macs']:.3f}F" == "8.000F"
+    assert kinds["conv2d", "2F"]["measured"] == "2.000F" and kinds["conv2d", "3F"]["measured"] == "3.000F"
+    assert kinds["log_softmax", "2F"]["inference_macs"] == 0 and kinds["log_softmax", "2F"]["measured"] == ""
+    assert train_cost("resnet18", epochs=1, per_kind=False).kinds == []

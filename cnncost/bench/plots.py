@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnncost.bench.csvio import read_rows
 from cnncost.errors import CnnCostError
-from cnncost.figures import pyplot, save_formats
+from cnncost.figures import plain_log_axes, pyplot, save_formats
 
 FORMATS = ("png", "svg")
 
@@ -44,14 +44,6 @@ def best(df):
     return df.loc[df.groupby(["model", "config"]).img_per_s.idxmax()].sort_values(["config", "gmacs"])
 
 
-def plain_numbers(ax) -> None:
-    """Log axes labelled 100, 200, 1000 instead of 10^2, 2x10^2."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(NullFormatter())
-
-
 def throughput_vs_batch(df, ax) -> str:
     """images/s against batch size, one line per model and config; the file suffix."""
     for (model, label), rows in df.groupby(["model", "config"]):
@@ -59,7 +51,7 @@ def throughput_vs_batch(df, ax) -> str:
         ax.plot(rows.batch, rows.img_per_s, marker="o", label=f"{model} ({label})")
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images/s",
            title=f"Throughput vs batch size on {where(df)}")
-    plain_numbers(ax)
+    plain_log_axes(ax)
     ax.set_xticks(sorted(df.batch.unique()), labels=[str(b) for b in sorted(df.batch.unique())])
     ax.legend(fontsize=7, loc="best")
     return "throughput-vs-batch"
@@ -78,7 +70,7 @@ def throughput_vs_gmacs(df, ax) -> str:
             label=f"if speed followed MACs: constant {rate / 1e12:.3g} TFLOP/s")
     ax.set(xscale="log", yscale="log", xlabel="forward GMACs per image (conv + linear)",
            ylabel="images/s (best batch size)", title=f"FLOPs are not speed: throughput vs GMACs on {where(df)}")
-    plain_numbers(ax)
+    plain_log_axes(ax)
     ax.legend(fontsize=7, loc="best")
     return "throughput-vs-gmacs"
 

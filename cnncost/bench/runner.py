@@ -86,8 +86,8 @@ def check(settings: Settings) -> Settings:
         raise CnnCostError("--compile needs --warmup 2 or more, so that compiling is not timed")
     if settings.compile and settings.cuda_graphs and settings.compile_mode in GRAPHED_MODES:
         raise CnnCostError(f"compile mode {settings.compile_mode} captures CUDA graphs itself; drop --cuda-graphs")
-    if settings.size is not None and settings.size < 16:
-        raise CnnCostError(f"input size must be at least 16, got {settings.size}")
+    if settings.size is not None and settings.size < 1:
+        raise CnnCostError(f"input size must be positive, got {settings.size}")
     if settings.device != "cpu" and not settings.on_cuda:
         raise CnnCostError(f"unknown device {settings.device!r}; choose auto, cuda, cuda:N or cpu")
     if settings.on_cuda:
@@ -305,6 +305,24 @@ def free_memory(on_cuda: bool) -> None:
         torch.cuda.empty_cache()
 
 
+NOISY_SPREAD = 1.3  # fastest / slowest timed block above this: the machine's noise decides the figure
+
+
+def noise_warning(rows: list[dict]) -> str | None:
+    """A warning when the timed blocks of measured rows disagree by more than NOISY_SPREAD (fastest / slowest
+    images/s), naming the widest spread; None when they agree or a row had one block."""
+    spreads = [(r["img_per_s_max"] / r["img_per_s_min"], r) for r in rows
+               if not r["error"] and int(r["repeats"]) > 1 and r["img_per_s_min"]]
+    noisy = [(spread, r) for spread, r in spreads if spread > NOISY_SPREAD]
+    if not noisy:
+        return None
+    spread, r = max(noisy, key=lambda pair: pair[0])
+    return (f"timings too noisy to trust: images/s spread {spread:.1f}x between repeats ({r['model']} batch "
+            f"{r['batch']}: {r['img_per_s_min']:g} to {r['img_per_s_max']:g}); {len(noisy)} of {len(spreads)} "
+            f"row(s) spread more than {NOISY_SPREAD:g}x. Something else is using the machine: stop it, or raise "
+            "--iters and --repeats")
+
+
 # -- rows and sweeps ---------------------------------------------------------------------
 
 
@@ -368,10 +386,61 @@ def cpu_threads(threads: int | None):
 
 
 def plan(models: Iterable[str], settings: Settings) -> list[tuple]:
-    """Check the settings and count every model: (source, counts, problem) each; bad input raises here, early."""
+    """Check the settings and count every model: (source, counts, problem) each; bad input (a size below what a
+    model's forward accepts, too) raises here, early."""
     from cnncost.bench.counts import model_source
     check(settings)
-    return [(source, *counted(source, settings)) for source in map(model_source, models)]
+    sources = [model_source(m) for m in models]
+    if settings.size is not None:
+        for source in sources:
+            check_size(source, settings.size)
+    return [(source, *counted(source, settings)) for source in sources]
+
+
+MAX_SIZE = 8192  # the search for a size the forward accepts stops here
+
+
+def forward_fails(model, source, size: int) -> str:
+    """Why the model's forward fails on a batch of one at this input size on meta (one line), or ''."""
+    import torch
+    inputs = source.inputs(1, size, "meta")
+    try:
+        with torch.no_grad():
+            model(*inputs.args, **inputs.kwargs)
+    except CnnCostError:
+        raise
+    except Exception as error:  # noqa: BLE001  (any failure of the forward: the size may be too small)
+        return one_line(error)
+    return ""
+
+
+def min_input_size(source, model=None, most: int = MAX_SIZE) -> int | None:
+    """The smallest input size (height = width) the model's forward accepts, found on meta (no memory, no
+    weights): doubling from 1 until a size works, then bisecting below it; None if no size up to `most` does."""
+    model = source.build("meta") if model is None else model
+    failed, size = 0, 1
+    while forward_fails(model, source, size):
+        if size >= most:
+            return None
+        failed, size = size, min(2 * size, most)
+    while size - failed > 1:
+        middle = (failed + size) // 2
+        failed, size = (middle, size) if forward_fails(model, source, middle) else (failed, middle)
+    return size
+
+
+def check_size(source, size: int) -> None:
+    """A one-line error when the model's forward refuses --size, naming the smallest size it accepts."""
+    model, example = source.instantiate("meta")
+    if source.example is not None or example is not None or source.shapes:
+        return  # the inputs are given, not made at --size
+    why = forward_fails(model, source, size)
+    if not why:
+        return
+    least = min_input_size(source, model)
+    if least is None or least < size:
+        raise CnnCostError(f"{source.name} cannot run at {size} px: {why}")
+    raise CnnCostError(f"{source.name} needs an input of at least {least} px (found on meta), got {size}: {why}")
 
 
 def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,

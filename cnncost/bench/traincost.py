@@ -76,7 +76,7 @@ def by_kind(train) -> list[dict]:
     groups = train.groupby(["kind", "category", "factor", "why"], sort=False)
     summed = groups[["macs", "train_macs"]].sum().reset_index()
     summed.insert(4, "layers", groups.size().values)
-    return [{"kind": r.kind, "category": r.category, "layers": int(r.layers), "forward_macs": int(r.macs),
+    return [{"kind": r.kind, "category": r.category, "layers": int(r.layers), "inference_macs": int(r.macs),
              "factor": r.factor, "train_macs": int(r.train_macs), "why": r.why} for r in summed.itertuples()]
 
 
@@ -177,9 +177,10 @@ def estimates(cost: TrainCost, csv, device_key: str, dtype: str, mfu: float) -> 
 
 
 def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_size: int = IMAGENET_1K_TRAIN,
-               csv=None, device_key: str = "h100-sxm", dtype: str = "bf16", mfu: float = 0.3) -> TrainCost:
-    """The training budget of a model: per-kind factors, total MACs, and GPU-hours measured (`csv`: a bench CSV's
-    path, or its rows already read) or at a stated MFU."""
+               csv=None, device_key: str = "h100-sxm", dtype: str = "bf16", mfu: float = 0.3,
+               per_kind: bool = True) -> TrainCost:
+    """The training budget of a model: per-kind factors (unless per_kind is False: one trace fewer), total MACs,
+    and GPU-hours measured (`csv`: a bench CSV's path, or its rows already read) or at a stated MFU."""
     from cnncost.bench import counts
 
     check_budget(epochs, dataset_size)
@@ -189,7 +190,7 @@ def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_si
     source = real_model(entry, model)
     name = entry.name if entry else source.name
     size = size or (entry.resolution if entry else source.resolution)
-    cost = traced_cost(source, name, size, epochs, dataset_size) if source else None
+    cost = traced_cost(source, name, size, epochs, dataset_size, per_kind) if source else None
     if cost is None:  # an analytic-only spec or a paper variant: no real model to trace, the rules instead
         result = counts.per_layer(name, size, runs=False)
         table = training_table(result.table)
@@ -229,20 +230,29 @@ def real_model(entry, model: str):
     return None if source.paper_variant else source
 
 
-def traced_cost(source, name: str, size: int, epochs: int, dataset_size: int) -> TrainCost:
+def traced_cost(source, name: str, size: int, epochs: int, dataset_size: int, per_kind: bool = True) -> TrainCost:
     """Per-image training MACs from a traced training step at batch 1 (forward + grad-input + grad-weight, and
-    what checkpointing recomputes; the optimizer's MACs are per step, not per image, and are left out)."""
+    what checkpointing recomputes; the optimizer's MACs are per step, not per image, and are left out); per kind,
+    against the inference forward traced at batch 1."""
+    from cnncost.trace.counter import count_source
     from cnncost.trace.train import STEP_PHASES as phases, train_source
     result = train_source(source, batch=1, size=size)
     core = sum(result.core(c) for c in phases)
     every = int(result.by_category[list(phases)].to_numpy().sum())
-    return TrainCost(name, size, epochs, dataset_size, result.core("forward_macs"), core, every, TRACED,
-                     measured_kinds(result.table), unsupported=dict(result.unsupported))
+    kinds = measured_kinds(result.table, count_source(source, batch=1, size=size).table) if per_kind else []
+    return TrainCost(name, size, epochs, dataset_size, result.core("forward_macs"), core, every, TRACED, kinds,
+                     unsupported=dict(result.unsupported))
 
 
-def measured_kinds(table) -> list[dict]:
-    """Traced forward and training MACs summed per layer kind (the first core layer apart), with the measured
-    ratio next to the rule of thumb and why it is what it is."""
+BASIS = "F = the inference forward's MACs (batch norm folded: 1 per element)"
+
+
+def measured_kinds(table, inference) -> list[dict]:
+    """Traced training MACs summed per layer kind (the first core layer apart), on one basis: F, the same
+    layers' inference forward (`inference`, a Result table), on which the rules of thumb are stated; the
+    measured ratio train / F next to the rule and why it is what it is. A kind with no inference work (the
+    loss, dropout) has no ratio."""
+    per_layer = inference.groupby(["name", "kind"]).macs.sum().to_dict()
     train = table[table.forward_macs > 0].copy()
     first_core = next((i for i, c in enumerate(train.category) if c in CORE), None)
     rules = [rule_for(k, c, i == first_core) for i, (k, c) in enumerate(zip(train.kind, train.category))]
@@ -250,10 +260,12 @@ def measured_kinds(table) -> list[dict]:
     train["train"] = train.forward_macs + train.grad_input_macs + train.grad_weight_macs
     out = []
     for (kind, category, factor), group in train.groupby(["kind", "category", "factor"], sort=False):
-        forward, total = int(group.forward_macs.sum()), int(group["train"].sum())
+        f = int(sum(per_layer.get(layer, 0) for layer in set(zip(group.name, group.kind))))
+        total = int(group["train"].sum())
         why = MEASURED_WHY.get(kind) or MEASURED_WHY.get(category) or MEASURED_WHY["other"]
-        out.append({"kind": kind, "category": category, "layers": len(group), "forward_macs": forward,
+        out.append({"kind": kind, "category": category, "layers": len(group), "inference_macs": f,
+                    "training_forward_macs": int(group.forward_macs.sum()),
                     "grad_input_macs": int(group.grad_input_macs.sum()),
                     "grad_weight_macs": int(group.grad_weight_macs.sum()), "train_macs": total,
-                    "measured": f"{total / forward:.3f}F", "factor": factor, "why": why})
+                    "measured": f"{total / f:.3f}F" if f else "", "factor": factor, "why": why})
     return out

@@ -10,6 +10,7 @@ import typer
 from cnncost.cli.app import app
 from cnncost.errors import CnnCostError
 from cnncost.output import INPUTS, ReaderGone
+from cnncost import warnings_summary
 from cnncost.cli import bottleneck  # noqa: F401  (registers its command)
 
 COMMAND_MODULES = ("catalog", "counting", "training", "bench", "report", "calibrate", "predict", "profile")
@@ -31,6 +32,7 @@ _register_optional()
 
 def fail(message: str) -> int:
     """Print one error line on stderr (whatever its encoding can show) and give exit status 2."""
+    warnings_summary.report()  # the model's warnings before the error, which stays the last line
     line = f"cnncost: error: {' '.join(str(message).split())}"
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     try:
@@ -108,6 +110,14 @@ def run(argv: list[str] | None = None) -> int:
     from cnncost.trace.userfile import watch_interrupts
     watch_interrupts()
     INPUTS.clear()  # the files this run reads, which no output may replace
+    try:
+        return run_app(argv)
+    finally:
+        warnings_summary.report()  # a model's warnings, one line each, after its output or error
+
+
+def run_app(argv: list[str] | None) -> int:
+    """The CLI's exit status: 0, or the one-line error's 2 (an interrupt 130, a closed pipe 141, a bug 1)."""
     try:
         status = app(args=argv, prog_name="cnncost", standalone_mode=False)
     except typer.TyperException as e:

@@ -80,7 +80,7 @@ def bench(
     """Measure images/s, latency, peak memory, achieved TFLOP/s and MFU over batch sizes."""
     from cnncost.bench.counts import model_source
     from cnncost.bench.csvio import check_target
-    from cnncost.bench.runner import Settings, check
+    from cnncost.bench.runner import Settings, check, noise_warning
     from cnncost.errors import CnnCostError
     from cnncost.output import emit, in_unit
 
@@ -98,9 +98,16 @@ def bench(
     names = [model_source(m).name for m in models]
     u = unit_of(unit)
     rows = in_unit(run_sweep(names, batches, settings, out), u)
-    columns = [k.replace("macs", u.name) for k in SHOWN]
+    failed = any(r["error"] for r in rows)  # a table of measured rows needs no empty error column
+    columns = [k.replace("macs", u.name) for k in SHOWN if k != "error" or failed or fmt != "table"]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
     emit({title: rows if fmt == "csv" else [{k: r[k] for k in columns} for r in rows]}, fmt, output, data=rows)
+    warning = noise_warning(rows)
+    if warning:
+        print(f"cnncost: warning: {warning}", file=sys.stderr)
+    if rows and all(r["error"] for r in rows):
+        print(f"cnncost: error: every row failed (first: {rows[0]['error']})", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
@@ -197,7 +204,8 @@ def train_cost(
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))
         print(f"cnncost: warning: no formula for {ops}; counted as 0 in the totals", file=sys.stderr)
-    tables = {f"{cost.model} training: {u.label} per image, forward + backward (F = forward count, A = outputs)":
+    from cnncost.bench.traincost import BASIS
+    tables = {f"{cost.model} training: {u.label} per image, forward + backward; {BASIS}, A = outputs":
               in_unit(cost.kinds, u),
               "Budget (conv + linear: the MFU convention)": vertical(in_unit([cost.summary()], u)[0]),
               "Hours on one device (GPU-hours; a CPU measurement gives CPU-hours)": cost.estimates}

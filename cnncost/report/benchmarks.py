@@ -28,10 +28,39 @@ def section(csv: Path, figures: Path) -> str:
             + "".join(image(f"figures/{p.name}", p.stem) for p in plots) + "\n")
 
 
+def problems(results: Path = RESULTS) -> list[str]:
+    """Why the page shows no data, or leaves a CSV out (one line each, for stderr); empty when all is shown."""
+    from cnncost.bench.plots import measured
+    from cnncost.errors import CnnCostError
+
+    where = results if results.is_absolute() else Path.cwd() / results
+    if not results.is_dir():
+        return [f"benchmarks.md has no data: there is no folder {results}/ here ({where}); run `cnncost report` "
+                "in the repository, or name the folder of bench CSVs with --results"]
+    csvs = sorted(results.glob("bench-*.csv"))
+    if not csvs:
+        return [f"benchmarks.md has no data: no bench-*.csv in {where} (`cnncost bench ... --out {results}/bench-NAME.csv` "
+                "writes one)"]
+    found = []
+    for csv in csvs:
+        try:
+            measured(csv)
+        except CnnCostError as e:
+            found.append(f"benchmarks.md leaves out {csv}: {e}")
+    return found
+
+
 def report(out: Path, results: Path = RESULTS) -> str:
-    """reports/benchmarks.md from every CSV under results/."""
-    csvs = sorted(results.glob("bench-*.csv")) if results.is_dir() else []
-    body = "".join(section(c, out / "figures") for c in csvs) or "No benchmark CSV under results/ yet.\n"
+    """reports/benchmarks.md from every bench CSV (bench-*.csv) under results/ that has measured rows (problems() says why not)."""
+    from cnncost.errors import CnnCostError
+
+    sections = []
+    for csv in sorted(results.glob("bench-*.csv")) if results.is_dir() else []:
+        try:
+            sections.append(section(csv, out / "figures"))
+        except CnnCostError as e:
+            sections.append(f"## {csv.name}\n\nLeft out: {e}.\n\n")
+    body = "".join(sections) or "No benchmark CSV under results/ yet.\n"
     return ("# Benchmarks\n\nMeasured by `cnncost bench` (CUDA events on a GPU, perf_counter on a CPU), "
             "plotted from the CSV alone. Counted MACs do not predict speed: compare images/s with MACs per "
             "image.\n\n" + body)

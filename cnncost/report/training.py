@@ -22,7 +22,7 @@ LESSON_BATCH = 64
 def cost_row(name: str) -> dict:
     """MACs per image (inference and a traced training step, core and all categories) and the 90-epoch cost."""
     from cnncost.bench.traincost import train_cost
-    cost = train_cost(name)
+    cost = train_cost(name, per_kind=False)
     s, at_mfu = cost.summary(), cost.estimates[-1]
     return {"model": name, "size": s["size"], "inference_core_macs": s["forward_macs_per_image"],
             "train_core_macs": s["train_macs_per_image"], "train_factor": s["train_factor"],
@@ -35,7 +35,7 @@ def memory_rows(peaks) -> list[dict]:
     """Bytes live at the step's peak by part (buffers with the parameters), per plotted batch."""
     rows = []
     for batch in PLOT_BATCHES:
-        t = peaks.report(batch).totals
+        t = peaks.at_peak(batch)
         parts = {part: t[f"peak_{part}_bytes"] for part, _ in PARTS}
         parts["params"] += t["peak_buffers_bytes"]
         rows.append({"batch": batch, **parts, "peak": t["peak_bytes"]})
@@ -171,15 +171,8 @@ def densenet_lesson(batch: int = LESSON_BATCH) -> str:
     )
 
 
-def report(out: Path, models=None) -> str:
-    """reports/training.md with one memory figure per model."""
-    from cnncost.report.overview import LECTURE
-    models = LECTURE if models is None else models
-    rows, sections = [], []
-    for name in models:
-        row, text = model_section(name, out / "figures")
-        rows.append(row)
-        sections.append(text)
+def page(sections: list[tuple[dict, str]], lesson: str) -> str:
+    """reports/training.md from each model's (summary row, memory section) and the DenseNet lesson."""
     gib = ", ".join(f"{d}" for d in DEVICES)
     return (
         "# Training: a step traced, not assumed\n\n"
@@ -194,7 +187,15 @@ def report(out: Path, models=None) -> str:
         f"bf16 peak. Largest batch on {gib}: the largest whose predicted peak ({DTYPE} autocast, SGD with "
         "momentum, CUDA's 512-byte blocks) fits the card's memory; the CUDA context, cuDNN workspaces and "
         "fragmentation are not counted, so leave a GiB or two. mib_per_image: the peak's growth per image.\n\n"
-        + table(rows, floatfmt=".4g") + "\n## Memory against batch\n\n"
+        + table([row for row, _ in sections], floatfmt=".4g") + "\n## Memory against batch\n\n"
         "What the peak holds: parameters (and buffers), gradients present at the peak, momentum, activations "
-        "saved for backward, temporaries, the batch itself.\n\n" + "\n".join(sections) + "\n" + densenet_lesson()
+        "saved for backward, temporaries, the batch itself.\n\n" + "\n".join(text for _, text in sections)
+        + "\n" + lesson
     )
+
+
+def report(out: Path, models=None) -> str:
+    """reports/training.md with one memory figure per model."""
+    from cnncost.report.overview import LECTURE
+    models = LECTURE if models is None else models
+    return page([model_section(name, out / "figures") for name in models], densenet_lesson())

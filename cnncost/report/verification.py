@@ -22,14 +22,26 @@ def verified(name: str):
     return verify_model(name)
 
 
-def model_section(name: str) -> str:
-    """One model: sources side by side, then every difference with its cause."""
+def section(name: str, v) -> str:
+    """One model's Verification: sources side by side, then every difference with its cause."""
     from cnncost.verify import report_tables
-    v = verified(name)
     tables = report_tables([v], UNITS["macs"], "md")
     note = f"Paper variant: {v.paper_note}\n\n" if v.paper_note else ""
     return f"## {name}\n\n{note}" + "".join(f"**{title}**\n\n{table(rows, human=False)}\n"
                                             for title, rows in tables.items())
+
+
+def model_section(name: str) -> str:
+    """One model: sources side by side, then every difference with its cause."""
+    return section(name, verified(name))
+
+
+def model_part(name: str) -> tuple[dict, str]:
+    """One model's summary row and section: a part of the page, which keeps no Verification once it is done
+    (a worker verifies a dozen models)."""
+    from cnncost.verify import summary_row, verify_model
+    v = verify_model(name)
+    return summary_row(v), section(name, v)
 
 
 def summary(models=MODELS) -> str:
@@ -38,9 +50,8 @@ def summary(models=MODELS) -> str:
     return table([summary_row(verified(m)) for m in models], human=False)
 
 
-def report(out: Path, models=None) -> str:
-    """reports/verification.md."""
-    models = MODELS if models is None else tuple(models)
+def page(parts: list[tuple[dict, str]]) -> str:
+    """reports/verification.md from each model's (summary row, section), in the page's order."""
     return ("# Verification\n\n"
             "Each model counted five ways: the analytic spec (from the paper's table, no torch), cnncost's own "
             "tracer (aten ops under a dispatch mode on the meta device), fvcore, ptflops (its pytorch and aten "
@@ -50,4 +61,10 @@ def report(out: Path, models=None) -> str:
             "its cause (`cnncost verify MODEL` prints the same). The last models (" + ", ".join(BEYOND) + ") have "
             "no analytic spec: they check each tool's rules for the kinds beyond the lecture (attention, layer "
             "norm, upsampling, 3-d convolution and pooling).\n\n"
-            "## Summary\n\n" + summary(models) + "\n" + "".join(model_section(m) for m in models))
+            "## Summary\n\n" + table([row for row, _ in parts], human=False) + "\n"
+            + "".join(section for _, section in parts))
+
+
+def report(out: Path, models=None) -> str:
+    """reports/verification.md."""
+    return page([model_part(m) for m in (MODELS if models is None else tuple(models))])

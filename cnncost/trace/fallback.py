@@ -11,20 +11,24 @@ from torch.utils._pytree import tree_leaves
 
 from cnncost.errors import CnnCostError
 from cnncost.trace.sources import ModelSource, one_line
+from cnncost.warnings_summary import collect, input_hint
 
 
 def with_cpu_fallback(source: ModelSource, batch: int | None, size: int | None, device: str, run: Callable, what: str,
                       done: str, hint: Callable[[Exception], str] = lambda e: ""):
     """run(device); if it fails on meta, run(source.fallback) instead (when the inputs and weights fit in memory),
-    its notes saying so; any other failure of user code is one line naming `what` failed, plus hint(error)."""
+    its notes saying so; any other failure of user code is one line naming `what` failed, plus hint(error) (a
+    hint stops the fallback) or else inputs_hint. The model's warnings are kept for one summary line."""
     try:
-        result = run(device)
+        with collect(source.name):
+            result = run(device)
     except CnnCostError:
         raise
     except Exception as e:  # noqa: BLE001 - user models fail in any way; report one line or fall back
         extra = hint(e)
         if device != "meta" or extra:
             where = "the meta device" if device == "meta" else device
+            extra = extra or inputs_hint(source, e)
             raise CnnCostError(f"{source.name}: {what} failed on {where}: {one_line(e)}{extra}") from None
         check_cpu_room(source, batch, size, e)
         try:
@@ -39,6 +43,19 @@ def with_cpu_fallback(source: ModelSource, batch: int | None, size: int | None, 
     result.notes = list(source.notes) + result.notes
     result.assumptions = dict(source.assumptions)
     return result
+
+
+def inputs_hint(source: ModelSource, error: Exception) -> str:
+    """The advice to return example inputs from the factory, for a forward that failed on the image tensors
+    cnncost made (one whose first argument is not a tensor); '' when the inputs were given or it does not apply."""
+    if source.example is not None or source.shapes:
+        return ""
+    try:
+        with collect(source.name):
+            model, example = source.instantiate("meta")
+    except Exception:  # noqa: BLE001 - the failure being explained is the one to report
+        return ""
+    return "" if example is not None else input_hint(model, error)
 
 
 def available_bytes() -> int:

@@ -26,6 +26,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cnncost.errors import CnnCostError
+from cnncost.trace.fastpath import backward_output, shortcut
+from cnncost.trace.peaks import FREED, MOVED
 from cnncost.trace.step import (
     AUTOCAST,
     OPTIMIZERS,
@@ -81,6 +83,15 @@ def storage_of(t: torch.Tensor) -> torch.UntypedStorage:
     return t.untyped_storage()
 
 
+def fresh_output(func, args: tuple, kwargs: dict | None, optimizing: bool):
+    """On meta, an op's output made as the tracers make it (the input itself for an in-place op, else a new
+    tensor of the shape, dtype and layout the meta kernel gives) without running PyTorch's Python meta kernels,
+    which take most of a traced step's time; None for an op they do not cover. Only outputs are tracked, so the
+    bytes are the same."""
+    out = shortcut(func, args, kwargs)
+    return backward_output(func, args, kwargs, optimizing) if out is None else out
+
+
 class LiveBytes(TorchDispatchMode):
     """Live bytes per category over time, from the storages aten ops create and their finalizers (on the CPU
     allocator, with the scratch of the kernels that allocate one, see cpu_scratch)."""
@@ -99,6 +110,7 @@ class LiveBytes(TorchDispatchMode):
         self.temporaries_peak = 0
         self.phase = "start"
         self.forward_end = 0
+        self.events: list = []  # every storage's allocation, change of category and death (trace.peaks.Events)
 
     def track(self, t: torch.Tensor, category: str, move: bool = False) -> None:
         """Count t's storage under category if it is new (an op's output on a known storage is a view or an
@@ -111,6 +123,7 @@ class LiveBytes(TorchDispatchMode):
             return
         self.category[key], self.size[key] = category, rounded(st.nbytes(), self.block)
         self.refs[key] = weakref.ref(st, partial(self.free, key))
+        self.events.append((key, st.nbytes(), category))
         self.live[category] += self.size[key]
         self.update_peak()
 
@@ -120,11 +133,13 @@ class LiveBytes(TorchDispatchMode):
         self.live[old] -= self.size[key]
         self.live[category] += self.size[key]
         self.category[key] = category
+        self.events.append((key, MOVED, category))
 
     def free(self, key: int, _ref=None) -> None:
         """Finalizer: the storage died."""
         self.live[self.category.pop(key)] -= self.size.pop(key)
         self.refs.pop(key, None)
+        self.events.append((key, FREED, None))
 
     def total(self) -> int:
         """Live bytes now."""
@@ -145,7 +160,8 @@ class LiveBytes(TorchDispatchMode):
             self.live["temporaries"] += scratch
             self.update_peak()
             self.live["temporaries"] -= scratch
-        out = device_layout(func, args, func(*args, **(kwargs or {})))
+        out = fresh_output(func, args, kwargs, self.phase == "optimizer")
+        out = device_layout(func, args, func(*args, **(kwargs or {})) if out is None else out)
         created = "activations" if self.phase == "forward" else "temporaries"
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -198,10 +214,12 @@ class SavedTensors:
 
 @dataclass
 class MemoryReport:
-    """Per-module saved activations and the step's totals (bytes)."""
+    """Per-module saved activations and the step's totals (bytes); events: every storage's allocation, change of
+    category and free, in order (for cnncost.trace.peaks)."""
 
     per_module: pd.DataFrame
     totals: dict = field(default_factory=dict)
+    events: list = field(default_factory=list, repr=False)
 
 
 def phases(model: torch.nn.Module, optimizer: torch.optim.Optimizer, live: LiveBytes) -> list:
@@ -297,7 +315,7 @@ def report(model, opt, live: LiveBytes, saved: SavedTensors, block: int) -> Memo
         "peak_phase": live.peak_phase,
         **{f"peak_{c}_bytes": live.at_peak[c] for c in CATEGORIES},
     }
-    return MemoryReport(per_module, totals)
+    return MemoryReport(per_module, totals, live.events)
 
 
 def measure_cpu_step(model: torch.nn.Module, inputs, targets: torch.Tensor, optimizer: str = "sgd",
@@ -378,6 +396,10 @@ def largest_fitting(fits, guess: int) -> int:
     return lo
 
 
+FIT_BATCHES = (64, 256)  # traced: their storages replay every other batch's peak (cnncost.trace.peaks)
+CHECK_BATCH = 16  # traced too where a storage is neither constant nor proportional to the batch
+
+
 class BatchPeaks:
     """Predicted training-step memory of one model at any batch, on meta: one model and optimizer, steps cached."""
 
@@ -390,6 +412,7 @@ class BatchPeaks:
         self.model, self.example = self.source.instantiate("meta")
         self.optimizer = ready_optimizer(self.model, optimizer)
         self.reports: dict[int, MemoryReport] = {}
+        self.affine = False  # not fitted yet
 
     def report(self, batch: int) -> MemoryReport:
         """The MemoryReport of a step at this batch."""
@@ -402,20 +425,51 @@ class BatchPeaks:
     def peak(self, batch: int) -> int:
         return self.report(batch).totals["peak_bytes"]
 
+    def replayed(self):
+        """The step's peak at any batch from the steps at FIT_BATCHES (and CHECK_BATCH where they do not
+        suffice), or None when the model's storages do not follow the batch."""
+        if self.affine is False:
+            from cnncost.trace.peaks import AffinePeaks
+            steps = {b: self.report(b).events for b in FIT_BATCHES}
+            self.affine = AffinePeaks.fit(steps, self.block)
+            if self.affine is None:
+                steps[CHECK_BATCH] = self.report(CHECK_BATCH).events
+                self.affine = AffinePeaks.fit(steps, self.block)
+        return self.affine
+
+    def at_peak(self, batch: int) -> dict[str, int]:
+        """peak_bytes and peak_<category>_bytes (live when the peak is first reached) of a step at this batch:
+        from its trace where it was traced, else replayed (batch 1 is always traced)."""
+        model = self.replayed() if batch not in self.reports and batch > 1 else None
+        if model is None:
+            t = self.report(batch).totals
+            return {"peak_bytes": t["peak_bytes"], **{f"peak_{c}_bytes": t[f"peak_{c}_bytes"] for c in CATEGORIES}}
+        live = model.at_peak(batch)
+        return {"peak_bytes": live["peak"], **{f"peak_{c}_bytes": live.get(c, 0) for c in CATEGORIES}}
+
     def largest(self, memory) -> int:
-        """The largest batch whose peak fits memory (bytes, '80GB', a device): the peak grows almost linearly
-        with the batch, so steps at batch 64 and 256 give a guess and a few more settle it."""
+        """The largest batch whose peak fits memory (bytes, '80GB', a device): steps at FIT_BATCHES give every
+        other batch's peak by replay (batch 1 excepted: a dimension of size 1 can make a copy a view), else
+        the peak grows almost linearly with the batch, so steps at batch 64 and 256 give a guess and a few
+        more settle it."""
         limit = parse_memory(memory)
+        model = self.replayed()
+
+        def peak(batch: int) -> int:
+            if model is not None and batch > 1 and batch not in self.reports:
+                return model.peak(batch)
+            return self.peak(batch)
 
         def fits(batch: int) -> bool:
-            ok = self.peak(batch) <= limit
+            ok = peak(batch) <= limit
             if self.progress:
-                self.progress(batch, self.peak(batch), ok)
+                self.progress(batch, peak(batch), ok)
             return ok
 
-        slope = (self.peak(256) - self.peak(64)) / 192
-        guess = int((limit - self.peak(256)) / slope) + 256 if slope > 0 else 256
-        return largest_fitting(fits, guess)
+        slope = (peak(256) - peak(64)) / 192
+        guess = int((limit - peak(256)) / slope) + 256 if slope > 0 else 256
+        two = model is not None and fits(2)  # then batch 1 fits too, untraced
+        return largest_fitting(lambda batch: (batch == 1 and two) or fits(batch), guess)
 
 
 def largest_batch(source, memory_bytes, size: int | None = None, dtype: str = "fp32", optimizer: str = "sgd",

@@ -22,6 +22,7 @@ from types import ModuleType
 from cnncost.errors import CnnCostError
 from cnncost.output import reading
 from cnncost.trace.sources import ModelSource, one_line
+from cnncost.warnings_summary import collect
 
 WORDS = {"true": True, "false": False, "none": None}
 # A value starting with one of these was meant as a Python literal: if it does not parse, it is an error.
@@ -133,7 +134,7 @@ class UserCode:
         """While user code runs: print() to stderr, a neutral sys.argv, and (when it may import: loading,
         building) its folder and helpers first."""
         argv = sys.argv
-        with descriptor_to_stderr(), contextlib.redirect_stdout(sys.stderr), \
+        with descriptor_to_stderr(), contextlib.redirect_stdout(sys.stderr), collect(self.label), \
                 (self.own_modules() if imports else contextlib.nullcontext()):
             sys.argv = [self.label]
             try:
