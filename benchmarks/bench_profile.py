@@ -5,7 +5,7 @@ For each model and mode (inference at batch 1 and 8, a training step at batch 2)
 thread count:
 
 - profile: latency_ms (plain runs, no profiler), profiled_ms (the rows' sum under the profiler), coverage =
-  profiled / latency, overhead = a profiled run's wall time over a plain one's - 1, spread of the repeats;
+  profiled / latency, in ops = coverage without the (between ops) row (Python between the ops), overhead = a profiled run's wall time over a plain one's - 1, spread of the repeats;
 - a timm-style loop: perf_counter around `iters` steps after a warm-up (timm's benchmark.py), median of rounds,
   taken in turns with profile's own latency so that the machine's drift falls on both.
 
@@ -91,6 +91,12 @@ def rows_for_report(p, name: str, mode: str, batch: int, device_profile: str | N
     return out
 
 
+def in_ops(p) -> float:
+    """The share of the plain latency inside op events: coverage without the (between ops) row."""
+    from cnncost.speed.profile import BETWEEN
+    return float(p.table.time_ms[p.table.name != BETWEEN].sum()) / p.latency_ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(REPORTED))
@@ -100,14 +106,14 @@ def main() -> None:
     args = parser.parse_args()
     written = []
     print(f"{'model':18s} {'mode':6s} {'batch':>5s} {'latency':>10s} {'timm loop':>10s} {'ratio':>6s} "
-          f"{'coverage':>9s} {'overhead':>9s} {'spread':>7s}")
+          f"{'coverage':>9s} {'in ops':>7s} {'overhead':>9s} {'spread':>7s}")
     for name in args.models:
         for mode, batch in CASES:
             p = profile_model(load(name), "cpu", "fp32", batch, train=mode == "train", repeats=args.repeats,
                               profile_path=args.profile)
             loop = timm_loop(name, mode, batch)
             print(f"{name:18s} {mode:6s} {batch:5d} {p.latency_ms:8.2f}ms {loop:8.2f}ms {p.latency_ms / loop:6.3f} "
-                  f"{p.coverage:9.1%} {p.overhead:9.1%} {p.spread:7.1%}", flush=True)
+                  f"{p.coverage:9.1%} {in_ops(p):7.1%} {p.overhead:9.1%} {p.spread:7.1%}", flush=True)
             if args.write and name in REPORTED and (mode, batch) in (("infer", 1), ("train", 2)):
                 written += rows_for_report(p, name, mode, batch, args.profile)
     if written:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnncost.cli import run
-from cnncost.speed.profile import UNATTRIBUTED, join, top_level
+from cnncost.speed.profile import BETWEEN, UNATTRIBUTED, join, top_level
 
 
 def event(name: str, start: float, cpu_ms: float, children=(), cuda_ms: float = 0.0):
@@ -62,7 +62,9 @@ def test_a_real_cpu_run_has_the_trace_rows_with_their_times(capsys, net, train):
     assert run(argv + (["--train"] if train else [])) == 0
     data = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in data["rows"]]
-    assert names[-1] == UNATTRIBUTED  # never dropped: a named row
+    assert names[-2:] == [UNATTRIBUTED, BETWEEN]  # never dropped: named rows
+    between = data["rows"][-1]["time_ms"]
+    assert between > 0  # Python runs between the ops of an eager forward
     assert {"conv", "fc"} <= set(names)
     core = [r for r in data["rows"] if r["kind"] in ("conv2d", "linear")]
     assert all(r["time_ms"] > 0 for r in core)  # every conv and linear row has its measured time

@@ -133,7 +133,9 @@ def gpu_section(figures: Path) -> str:
     """Predicted images/s of the lecture's models on three GPUs beside their MACs, and MACs against speed."""
     from cnncost.speed.tables import REPORT_DEVICES, lecture_speeds, macs_figures, macs_versus_speed
     speeds = lecture_speeds()
-    shown = speeds[["model", "size", "gmacs", "params_m", *[f"{d}_img_per_s" for d in REPORT_DEVICES]]]
+    columns = [f"{d}_img_per_s" for d in REPORT_DEVICES]
+    shown = speeds[["model", "size", "gmacs", "params_m", *columns]].round(2)
+    shown[columns] = shown[columns].round().astype(int)  # predictions, not measurements: whole images/s
     versus = macs_versus_speed(speeds)
     figures_ = macs_figures(speeds)
     lines = "\n".join(f"- {d}: Spearman rank correlation of 1/MACs with predicted images/s "
@@ -142,7 +144,7 @@ def gpu_section(figures: Path) -> str:
     return ("## Predicted on GPUs\n\n`cnncost predict MODEL --device KEY --dtype fp16 --channels-last` at batch "
             "256 (eager AMP inference: the data sheet's peaks times the stated constants of "
             "`cnncost/speed/constants.py`, set on timm's RTX 3090 table), images/s:\n\n"
-            + table(shown.round(2).to_dict("records"), human=False, floatfmt=".4g")
+            + table(shown.to_dict("records"), human=False)
             + "\n## MACs don't predict speed, in numbers\n\nAgainst ResNet-50: how many times fewer MACs a model "
               "has, and how many times faster it is predicted to run; a ratio of the two far from 1 is MACs "
               "failing to predict speed:\n\n"

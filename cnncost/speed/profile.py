@@ -8,11 +8,14 @@ Method:
    goes with the next row, so its time is its layer's.
 2. Time. Plain runs (no profiler, no counter) give ``latency_ms``: the median per-run time of timed blocks after a
    warm-up, as a timm-style loop measures it (CUDA events on a GPU).
-3. Profile. ``repeats`` runs under torch.profiler (the CPU's op times; on a GPU its kernels' times). Each run's
-   events are walked in order: an event whose op is the next one the counter saw is that op, and its time
+3. Profile. ``repeats`` runs under torch.profiler (the CPU's op times; on a GPU its kernels' times), each in turn
+   with a timed block of step 2, so that the machine's drift falls on both alike. Each run's events are walked in
+   order: an event whose op is the next one the counter saw is that op, and its time
    (children included) is its row's; any other event (aten::linear around its addmm, an autograd wrapper) is
    looked into, its own time going with the first op found inside it; an event with no op of the count inside is
-   ``(unattributed)``, a row of its own. A row's time is its median over the runs.
+   ``(unattributed)``, a row of its own; the run's wall time outside every top-level event (Python and the
+   framework between ops: module calls, hooks, the optimizer's loop; the profiler's own bookkeeping) is the row
+   ``(between ops)``. A row's time is its median over the runs.
 
 The rows gain ``time_ms``, ``share``, the achieved ``flop_per_s`` and ``bytes_per_s``, the roofline ``bound`` of
 this device (compute or memory, from its device profile) and ``efficiency`` = roofline time / measured time.
@@ -36,6 +39,7 @@ import pandas as pd
 from cnncost.errors import CnnCostError
 
 UNATTRIBUTED = "(unattributed)"
+BETWEEN = "(between ops)"
 LOOKAHEAD = 16  # ops of the count an event may skip to find its own (an op the profiler does not record)
 NOISY = 0.2  # a spread of repeats above this says the machine is too busy to trust the times
 
@@ -120,14 +124,23 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def latency(run: Callable[[], Any], device: str, warmup: int, iters: int, repeats: int) -> list[float]:
-    """Milliseconds per run of blocks of `iters` plain runs, after `warmup` runs."""
+def in_turns(run: Callable[[], Any], device: str, ops: list[list], warmup: int, iters: int, repeats: int
+             ) -> tuple[list[float], list[dict], list[float], list[int]]:
+    """`warmup` runs, then `repeats` turns of a block of `iters` plain runs (milliseconds per run) and one profiled
+    run: taken in turns, so that the machine's drift falls on both alike."""
     from cnncost.speed.timing import clock_for
     for _ in range(warmup):
         run()
     synchronize(device)
     clock = clock_for(device)
-    return [clock.block(run, iters) / iters * 1e3 for _ in range(repeats)]
+    plain, times, walls, found = [], [], [], []
+    for _ in range(repeats):
+        plain.append(clock.block(run, iters) / iters * 1e3)
+        per_row, wall, n = profiled(run, device, ops)
+        times.append(per_row)
+        walls.append(wall)
+        found.append(n)
+    return plain, times, walls, found
 
 
 # What the profiler's C++ side prints on file descriptor 2 at each start and stop (and, without a GPU, its failed
@@ -159,24 +172,21 @@ def quiet_profiler():
                 print("\n".join(kept), file=sys.stderr)
 
 
-def profiled(run: Callable[[], Any], device: str, ops: list[list], repeats: int) -> tuple[list[dict], list[float],
-                                                                                            list[int]]:
-    """Per profiled run: time per row, the run's wall milliseconds, and how many counted ops were found."""
+def profiled(run: Callable[[], Any], device: str, ops: list[list]) -> tuple[dict, float, int]:
+    """One run under the profiler: time per row, its wall milliseconds, and how many counted ops were found."""
     from torch.profiler import ProfilerActivity, profile
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    times, walls, found = [], [], []
-    for _ in range(repeats):
+    synchronize(device)
+    with quiet_profiler(), profile(activities=activities) as prof:
+        start = time.perf_counter()
+        run()
         synchronize(device)
-        with quiet_profiler(), profile(activities=activities) as prof:
-            start = time.perf_counter()
-            run()
-            synchronize(device)
-            walls.append((time.perf_counter() - start) * 1e3)
-        per_row, n = join(top_level(prof.events()), ops, cuda)
-        times.append(per_row)
-        found.append(n)
-    return times, walls, found
+        wall = (time.perf_counter() - start) * 1e3
+    roots = top_level(prof.events())
+    per_row, found = join(roots, ops, cuda)
+    per_row[BETWEEN] = max(wall - sum(event_time(e, cuda) for e in roots), 0.0)
+    return per_row, wall, found
 
 
 def spread(values: list[float]) -> float:
@@ -186,13 +196,15 @@ def spread(values: list[float]) -> float:
 
 
 def timed_rows(table: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
-    """The table with each row's median time over the profiled runs, and an (unattributed) row at the end."""
+    """The table with each row's median time over the profiled runs, then the (unattributed) and (between ops)
+    rows."""
     table = table.copy()
     table["time_ms"] = [statistics.median(run.get(i, 0.0) for run in runs) for i in range(len(table))]
-    rest = statistics.median(run.get(None, 0.0) for run in runs)
-    extra = {c: ("" if table[c].dtype == object else 0) for c in table.columns}
-    extra.update(name=UNATTRIBUTED, kind=UNATTRIBUTED, category="other", time_ms=rest)
-    return pd.concat([table, pd.DataFrame([extra])], ignore_index=True)
+    blank = {c: ("" if table[c].dtype == object else 0) for c in table.columns}
+    named = [{**blank, "name": name, "kind": name, "category": "other",
+              "time_ms": statistics.median(run.get(key, 0.0) for run in runs)}
+             for key, name in ((None, UNATTRIBUTED), (BETWEEN, BETWEEN))]
+    return pd.concat([table, pd.DataFrame(named)], ignore_index=True)
 
 
 def work(table: pd.DataFrame, train: bool) -> tuple[pd.Series, pd.Series | None]:
@@ -304,8 +316,7 @@ def profile_model(source, device: str = "cpu", dtype: str = "fp32", batch: int |
             def run():
                 with torch.inference_mode(), autocast(device, dtype):
                     model(*inputs.args, **inputs.kwargs)
-        plain = latency(run, device, warmup, iters, repeats)
-        runs, walls, found = profiled(run, device, sequence.ops, repeats)
+        plain, runs, walls, found = in_turns(run, device, sequence.ops, warmup, iters, repeats)
     table = with_rates(timed_rows(counted.table, runs), train, roofline(device, dtype, profile_path, threads))
     latency_ms, profiled_ms = statistics.median(plain), float(table.time_ms.sum())
     result = Profile(source.name, device, device_label(device), dtype, images, train, used_threads if device ==
