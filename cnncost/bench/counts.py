@@ -53,6 +53,20 @@ def traced_training_macs(name: str, size: int) -> int:
     return sum(result.core(phase) for phase in STEP_PHASES) // TRACE_BATCH
 
 
+def source_work(source, size: int | None, mode: str) -> tuple[int, int, str]:
+    """(forward conv + linear MACs per image, those of the timed step, where they came from) of a model source
+    as it is built (its --arg, --input, --channels in it), traced on meta: per image = over the inputs' batch."""
+    from cnncost.trace.counter import count_source
+    from cnncost.trace.train import STEP_PHASES, train_source
+    forward = count_source(source, size=size)
+    per_image = forward.core_macs // max(forward.input_shape[0] if forward.input_shape else 1, 1)
+    if mode != "train":
+        return per_image, per_image, forward.source
+    step = train_source(source, batch=None if source.shapes else TRACE_BATCH, size=size)
+    images = max(step.input_shape[0] if step.input_shape else 1, 1)
+    return per_image, sum(step.core(phase) for phase in STEP_PHASES) // images, forward.source
+
+
 def macs_per_image(name: str, size: int, train: bool = False) -> tuple[int, str]:
     """(conv + linear MACs of one image, where the forward count came from); train: of a traced training step."""
     result = per_layer(name, size)

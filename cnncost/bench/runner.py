@@ -1,6 +1,7 @@
 """Measure what a model really does: images/s, latency and memory per batch size, one flat row per case.
 
-Method: the input is made on the device once; inference runs in eval() under inference_mode, training runs a
+Method: the input (the model's own: an image batch, a factory's example inputs re-batched, or --input's shapes)
+is made on the device once; inference runs in eval() under inference_mode, training runs a
 whole SGD step (forward, cross-entropy, backward, optimizer step) under autocast for fp16/bf16. After the
 warm-up, `repeats` blocks of `iters` steps are timed: with CUDA events around every step and one
 synchronisation per block on a GPU, with time.perf_counter on the CPU. images/s is the median over blocks of
@@ -186,6 +187,7 @@ class Prepared:
     run: object
     optimizer: object
     size: int
+    inputs: Callable[[int], object]  # batch -> the model's Inputs on the device
 
 
 def prepare(source, settings: Settings, size: int) -> Prepared:
@@ -193,26 +195,31 @@ def prepare(source, settings: Settings, size: int) -> Prepared:
     import torch
 
     cast = settings.mode == "infer" and settings.dtype in ("fp16", "bf16")
-    module = source.build(settings.device).to(
+    module, example = source.instantiate(settings.device)
+    module = module.to(
         dtype=getattr(torch, TORCH_DTYPES[settings.dtype]) if cast else None,
         memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     module.train(settings.mode == "train")
     run = torch.compile(module, mode=settings.compile_mode, dynamic=False) if settings.compile else module
     optimizer = (torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
                  if settings.mode == "train" else None)
-    return Prepared(module, run, optimizer, size)
+    return Prepared(module, run, optimizer, size,
+                    lambda batch: source.inputs(batch, size, settings.device, example))
 
 
 def make_step(prepared: Prepared, settings: Settings, batch: int) -> Callable[[], object]:
-    """One inference or training step on a fixed random batch already on the device."""
+    """One inference or training step on fixed random inputs already on the device (floats in the inference
+    dtype; channels-last where asked)."""
     import torch
     dtype = getattr(torch, TORCH_DTYPES[settings.dtype])
-    x = torch.randn(batch, 3, prepared.size, prepared.size, device=settings.device,
-                    dtype=dtype if settings.mode == "infer" else torch.float32)
-    if settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    inputs = prepared.inputs(batch)
     if settings.mode == "infer":
-        return lambda: prepared.run(x)
+        inputs = inputs.cast(dtype)
+    if settings.channels_last:
+        inputs = inputs.channels_last()
+    args, kwargs = inputs.args, inputs.kwargs
+    if settings.mode == "infer":
+        return lambda: prepared.run(*args, **kwargs)
     target = torch.randint(0, 10, (batch,), device=settings.device)
     amp = settings.dtype in ("fp16", "bf16")
     device_type = torch.device(settings.device).type
@@ -221,7 +228,7 @@ def make_step(prepared: Prepared, settings: Settings, batch: int) -> Callable[[]
     def train_step():
         prepared.optimizer.zero_grad(set_to_none=False)
         with torch.autocast(device_type, dtype=dtype, enabled=amp, cache_enabled=not settings.cuda_graphs):
-            loss = loss_fn(prepared.run(x).float(), target)
+            loss = loss_fn(prepared.run(*args, **kwargs).float(), target)
         loss.backward()
         prepared.optimizer.step()
         return loss
@@ -385,16 +392,17 @@ def cpu_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def plan(models: Iterable[str], settings: Settings) -> list[tuple]:
-    """Check the settings and count every model: (source, counts, problem) each; bad input (a size below what a
-    model's forward accepts, too) raises here, early."""
+def plan(models: Iterable, settings: Settings, traced: bool = False) -> list[tuple]:
+    """Check the settings and count every model (a name, or a ModelSource with its options in it): (source,
+    counts, problem) each; bad input (a size below what a model's forward accepts, too) raises here, early.
+    traced: count the sources as they are built (model options given), never a registered name's spec."""
     from cnncost.bench.counts import model_source
     check(settings)
-    sources = [model_source(m) for m in models]
+    sources = [model_source(m) if isinstance(m, str) else m for m in models]
     if settings.size is not None:
         for source in sources:
             check_size(source, settings.size)
-    return [(source, *counted(source, settings)) for source in sources]
+    return [(source, *counted(source, settings, traced)) for source in sources]
 
 
 MAX_SIZE = 8192  # the search for a size the forward accepts stops here
@@ -443,7 +451,7 @@ def check_size(source, size: int) -> None:
     raise CnnCostError(f"{source.name} needs an input of at least {least} px (found on meta), got {size}: {why}")
 
 
-def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
+def sweep(models: Iterable, batches: Iterable[int], settings: Settings,
           before: Callable[[str, int], None] | None = None, planned: list[tuple] | None = None) -> Iterator[dict]:
     """Rows for every model x batch size; a failure becomes that row's error and the sweep goes on."""
     planned = plan(models, settings) if planned is None else planned
@@ -453,9 +461,12 @@ def sweep(models: Iterable[str], batches: Iterable[int], settings: Settings,
             yield from model_rows(source, batches, settings, before, work, problem)
 
 
-def counted(source, settings: Settings) -> tuple[tuple | None, str]:
+def counted(source, settings: Settings, traced: bool = False) -> tuple[tuple | None, str]:
     """(forward, step MACs, source) of a model, or the reason it cannot be counted; bad input raises."""
+    from cnncost.bench.counts import source_work
     try:
+        if traced:
+            return source_work(source, settings.size, settings.mode), ""
         return work_counts(source.name, settings.size or source.resolution, settings.mode), ""
     except CnnCostError:
         raise
@@ -465,7 +476,7 @@ def counted(source, settings: Settings) -> tuple[tuple | None, str]:
 
 def model_rows(source, batches: list[int], settings: Settings, before, counts, problem: str) -> Iterator[dict]:
     """The rows of one model: built once, measured at every batch size."""
-    size = settings.size or source.resolution
+    size = source.width(settings.size)
     prepared = None
     try:
         if not problem:

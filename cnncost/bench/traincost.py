@@ -176,20 +176,22 @@ def estimates(cost: TrainCost, csv, device_key: str, dtype: str, mfu: float) -> 
     return out
 
 
-def train_cost(model: str, size: int | None = None, epochs: int = 90, dataset_size: int = IMAGENET_1K_TRAIN,
+def train_cost(model, size: int | None = None, epochs: int = 90, dataset_size: int = IMAGENET_1K_TRAIN,
                csv=None, device_key: str = "h100-sxm", dtype: str = "bf16", mfu: float = 0.3,
                per_kind: bool = True) -> TrainCost:
     """The training budget of a model: per-kind factors (unless per_kind is False: one trace fewer), total MACs,
-    and GPU-hours measured (`csv`: a bench CSV's path, or its rows already read) or at a stated MFU."""
+    and GPU-hours measured (`csv`: a bench CSV's path, or its rows already read) or at a stated MFU. `model`: a
+    name (a registered spec's rules where no real model runs), or a ModelSource traced as it is built."""
     from cnncost.bench import counts
 
     check_budget(epochs, dataset_size)
     if size is not None and size <= 0:
         raise CnnCostError(f"input size must be positive, got {size}")
-    entry = counts.analytic_entry(model)
-    source = real_model(entry, model)
+    entry = counts.analytic_entry(model) if isinstance(model, str) else None
+    source = real_model(entry, model) if isinstance(model, str) else model
     name = entry.name if entry else source.name
-    size = size or (entry.resolution if entry else source.resolution)
+    if entry is not None:
+        size = size or entry.resolution
     cost = traced_cost(source, name, size, epochs, dataset_size, per_kind) if source else None
     if cost is None:  # an analytic-only spec or a paper variant: no real model to trace, the rules instead
         result = counts.per_layer(name, size, runs=False)
@@ -240,7 +242,8 @@ def traced_cost(source, name: str, size: int, epochs: int, dataset_size: int, pe
     core = sum(result.core(c) for c in phases)
     every = int(result.by_category[list(phases)].to_numpy().sum())
     kinds = measured_kinds(result.table, count_source(source, batch=1, size=size).table) if per_kind else []
-    return TrainCost(name, size, epochs, dataset_size, result.core("forward_macs"), core, every, TRACED, kinds,
+    return TrainCost(name, source.width(size), epochs, dataset_size, result.core("forward_macs"), core, every,
+                     TRACED, kinds,
                      unsupported=dict(result.unsupported))
 
 

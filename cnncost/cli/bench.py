@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from cnncost.cli.app import app
-from cnncost.cli.options import FormatOpt, OutputOpt, QuietOpt, SizeOpt, UnitOpt, lower, unit_of
+from cnncost.cli.options import (ArgOpt, AuxOpt, ChannelsOpt, FormatOpt, InputOpt, OutputOpt, QuietOpt, SizeOpt,
+                                 UnitOpt, lower, model_options_given, named_model, unit_of)
 
 SHOWN = ("model", "mode", "batch", "size", "dtype", "img_per_s", "latency_ms_p50", "latency_ms_p90", "peak_mem_mb",
          "macs_per_image", "tflops_achieved", "mfu", "error")
@@ -51,8 +52,10 @@ def summary(row: dict) -> str:
 
 @app.command()
 def bench(
-    models: Annotated[list[str], typer.Argument(help="Models: cnncost names or aliases, torchvision names, or "
-                                                "FILE.py:FACTORY.")],
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Argument(help="Models: cnncost names or aliases, torchvision names, "
+                                                "timm:NAME, or FILE.py:FACTORY (its own arguments as "
+                                                "FILE.py:FACTORY[key=value, ...]).")],
     device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, cpu, or auto (cuda when present).",
                                         callback=lower)] = "auto",
     batch: Annotated[Optional[str], typer.Option("--batch", "-b", help="Batch sizes, comma-separated "
@@ -69,6 +72,10 @@ def bench(
     iters: Annotated[Optional[int], typer.Option("--iters", help="Timed steps per block (default 50 cuda, 5 cpu).")] = None,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Timed blocks (default 5 cuda, 3 cpu).")] = None,
     size: SizeOpt = None,
+    inputs: InputOpt = None,
+    channels: ChannelsOpt = None,
+    arg: ArgOpt = None,
+    aux: AuxOpt = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).")]
     = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Append every finished row to this CSV.")] = None,
@@ -90,14 +97,15 @@ def bench(
     plain = {k: plain[k] if given[k] is None else given[k] for k in plain}
     settings = check(Settings(device, dtype, mode, channels_last, compile, cuda_graphs, plain["warmup"],
                               plain["iters"], plain["repeats"], size, compile_mode, threads))
-    batches = parse_batches(plain["batch"])
     if out is not None:
         check_target(out)
         if output and output != "-" and same_file(output, out):
             raise CnnCostError(f"cannot write {output}: it is the --out CSV this command appends to")
-    names = [model_source(m).name for m in models]
+    traced = model_options_given(ctx, models)
+    sources = [named_model(ctx, m, aux, arg, channels, inputs) if traced else model_source(m) for m in models]
+    batches = input_batches(sources) if inputs else parse_batches(plain["batch"])
     u = unit_of(unit)
-    rows = in_unit(run_sweep(names, batches, settings, out), u)
+    rows = in_unit(run_sweep(sources, batches, settings, out, traced), u)
     failed = any(r["error"] for r in rows)  # a table of measured rows needs no empty error column
     columns = [k.replace("macs", u.name) for k in SHOWN if k != "error" or failed or fmt != "table"]
     title = f"Benchmark ({u.label} per image: conv + linear; TFLOP/s = 2 x MACs x img/s)"
@@ -110,17 +118,22 @@ def bench(
         raise typer.Exit(1)
 
 
-def run_sweep(names: list[str], batches: list[int], settings, out: str | None) -> list[dict]:
+def input_batches(sources: list) -> list[int]:
+    """The one batch --input gives: its first tensor's first dimension."""
+    return [sources[0].shapes[0][0][0] if sources[0].shapes[0][0] else 1]
+
+
+def run_sweep(sources: list, batches: list[int], settings, out: str | None, traced: bool = False) -> list[dict]:
     """Run the sweep under a progress bar, appending each finished row to the CSV; Ctrl-C keeps them."""
     from cnncost import progress
     from cnncost.bench.csvio import append_rows
     from cnncost.bench.runner import plan, sweep
 
     rows: list[dict] = []
-    planned = plan(names, settings)  # bad input fails here, before the progress bar or the CSV
-    with progress.bar("bench", len(names) * len(batches)) as bar:
+    planned = plan(sources, settings, traced)  # bad input fails here, before the progress bar or the CSV
+    with progress.bar("bench", len(sources) * len(batches)) as bar:
         try:
-            for row in sweep(names, batches, settings, planned=planned,
+            for row in sweep(sources, batches, settings, planned=planned,
                              before=lambda m, b: bar.working(f"{m} batch {b}")):
                 if out:
                     append_rows(out, [row])
@@ -177,11 +190,17 @@ def check_estimate(gpu: str, dtype: str, mfu: float, csv: str | None):
 
 @app.command("train-cost")
 def train_cost(
-    model: Annotated[str, typer.Argument(help="Model name or alias.")],
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name or alias, torchvision name, timm:NAME or "
+                                         "FILE.py:FACTORY[key=value, ...].")],
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the dataset.")] = 90,
     dataset_size: Annotated[int, typer.Option("--dataset-size", help="Training images (ImageNet-1k: 1,281,167).")]
     = 1_281_167,
     size: SizeOpt = None,
+    inputs: InputOpt = None,
+    channels: ChannelsOpt = None,
+    arg: ArgOpt = None,
+    aux: AuxOpt = None,
     csv: Annotated[Optional[str], typer.Option("--csv", help="Bench CSV with measured training rows.")] = None,
     gpu: Annotated[str, typer.Option("--gpu", help="Device of the stated-MFU estimate: h100-sxm, a100-80gb-sxm, "
                                      "l4, rtx4090, ... (see `cnncost devices`).")] = "h100-sxm",
@@ -200,6 +219,8 @@ def train_cost(
     rows = check_estimate(gpu, dtype, mfu, csv)
     if output:
         check_output(output)  # again, now that the --csv it reads is known: never that file
+    if model_options_given(ctx, [model]):
+        model = named_model(ctx, model, aux, arg, channels, inputs)  # traced as built, not a spec's rules
     cost = estimate(model, size, epochs, dataset_size, rows, gpu, dtype, mfu)
     if cost.unsupported:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(cost.unsupported.items()))

@@ -295,7 +295,7 @@ def profile_model(source, device: str = "cpu", dtype: str = "fp32", batch: int |
         inputs = source.inputs(batch, size, device, example)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-            inputs = inputs_as(inputs, torch.channels_last)
+            inputs = inputs.channels_last()
         images = batch_of(inputs, batch)
         sequence = OpSequence()
         if train:
@@ -334,16 +334,6 @@ def profile_model(source, device: str = "cpu", dtype: str = "fp32", batch: int |
         result.notes.append("no roofline for this device: run `cnncost calibrate -o FILE` and pass --profile FILE "
                             "(bound and efficiency are left empty)")
     return result
-
-
-def inputs_as(inputs, memory_format):
-    """The inputs with every 4-d tensor in a memory format (channels-last)."""
-    import torch
-    from torch.utils._pytree import tree_map
-
-    from cnncost.trace.sources import Inputs
-    return Inputs(*tree_map(lambda t: t.contiguous(memory_format=memory_format)
-                            if isinstance(t, torch.Tensor) and t.dim() == 4 else t, (inputs.args, inputs.kwargs)))
 
 
 def device_label(device: str) -> str:

@@ -59,6 +59,21 @@ class Inputs:
             return make_tensor(tuple(t.shape), t.dtype, device) if t.is_meta else t.to(device)
         return Inputs(*tree_map(move, (self.args, self.kwargs)))
 
+    def mapped(self, fn) -> Inputs:
+        """The same inputs with fn applied to every tensor."""
+        import torch
+        from torch.utils._pytree import tree_map
+        return Inputs(*tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, (self.args, self.kwargs)))
+
+    def channels_last(self) -> Inputs:
+        """Every 4-d tensor in the channels-last (NHWC) memory format."""
+        import torch
+        return self.mapped(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+    def cast(self, dtype) -> Inputs:
+        """Every floating tensor in `dtype` (integer inputs, token ids, kept)."""
+        return self.mapped(lambda t: t.to(dtype) if t.is_floating_point() else t)
+
 
 def make_tensor(shape: tuple[int, ...], dtype: Any = None, device: str = "meta"):
     """An input tensor: empty on meta; random normal floats, or zeros for integers (valid token ids), elsewhere."""
@@ -204,6 +219,15 @@ class ModelSource:
             raise CnnCostError(f"batch, channels and size must be positive, got batch {batch}, "
                                f"channels {self.channels}, size {size}")
         return Inputs(LAYOUTS[self.layout](batch, self.channels, hw, device))
+
+    def width(self, size: int | None = None):
+        """The input size a command records: `size`, else --input's width (an image's last dim), else the model's
+        own resolution."""
+        if size:
+            return size
+        if self.shapes and len(self.shapes[0][0]) >= 3:
+            return self.shapes[0][0][-1]
+        return self.resolution
 
     def hw(self) -> tuple[int, int]:
         """The default input height and width."""
