@@ -199,3 +199,63 @@ def test_bench_runs_without_the_other_counters_plots_or_timm():
     assert done.returncode == 0, done.stderr
     row = next(csv.DictReader(done.stdout.splitlines()))
     assert row["model"] == "resnet18" and row["error"] == "" and float(row["img_per_s"]) > 0
+
+
+FACTORY = '''
+from torch import nn
+
+
+def make(width=8, channels=3):
+    return nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 10))
+
+
+def gray(width=8):
+    return make(width, channels=1)
+'''
+
+
+@pytest.fixture
+def factory(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(FACTORY)
+    return str(path)
+
+
+def conv_linear_macs(size: int, cin: int, width: int) -> int:
+    """A 3x3 same-padded conv cin -> width at size x size, then a linear width -> 10."""
+    return size * size * width * 3 * 3 * cin + width * 10
+
+
+def test_bench_takes_the_model_options_every_command_shares(capsys, factory):
+    fast = ["--warmup", "0", "--iters", "1", "--repeats", "1", "--device", "cpu", "-f", "json"]
+    status, out, _ = cli(capsys, "bench", f"{factory}:make", "--arg", "width=16", "--size", "32", "--batch", "2", *fast)
+    (row,) = json.loads(out)
+    assert status == 0 and row["macs_per_image"] == conv_linear_macs(32, 3, 16) == 442_528
+    # two configurations of one factory, each with its own arguments
+    status, out, _ = cli(capsys, "bench", f"{factory}:make[width=4]", f"{factory}:make[width=64]", "--size", "32",
+                         "--batch", "1", *fast)
+    assert [r["macs_per_image"] for r in json.loads(out)] == [conv_linear_macs(32, 3, 4), conv_linear_macs(32, 3, 64)]
+    status, out, _ = cli(capsys, "bench", f"{factory}:gray", "--channels", "1", "--size", "28", "--batch", "2", *fast)
+    assert json.loads(out)[0]["macs_per_image"] == conv_linear_macs(28, 1, 8) == 56_528
+    # --input: its own batch and size, timed as given
+    status, out, _ = cli(capsys, "bench", "resnet18", "--input", "3x3x64x64", "--mode", "train", *fast)
+    (row,) = json.loads(out)
+    assert (row["batch"], row["size"], row["error"]) == (3, 64, "")
+    # resnet18 at 224 px: 1,814,073,344 conv + linear MACs (torchvision's _ops), 512,000 of them the fc; at 64 px
+    # every feature map is 2/7 as wide: (1,814,073,344 - 512,000) x 4/49 + 512,000
+    assert row["macs_per_image"] == (1_814_073_344 - 512_000) * 4 // 49 + 512_000 == 148_557_824
+    status, _, err = cli(capsys, "bench", "resnet18", "--input", "3x3x64x64", "--batch", "2", *fast)
+    assert status == 2 and "--input gives the whole input shape; it cannot be combined with --batch" in err
+
+
+def test_train_cost_takes_the_model_options(capsys, factory):
+    status, out, _ = cli(capsys, "train-cost", f"{factory}:make", "--arg", "width=16", "--size", "32", "-f", "json")
+    summary = json.loads(out)["summary"]
+    forward = conv_linear_macs(32, 3, 16)
+    # the first conv needs no input gradient: 2F; the linear layer 3F
+    assert summary["forward_macs_per_image"] == forward
+    assert summary["train_macs_per_image"] == 2 * 32 * 32 * 16 * 27 + 3 * 160
+    status, out, _ = cli(capsys, "train-cost", "resnet18", "--input", "1x3x64x64", "-f", "json")
+    assert json.loads(out)["summary"]["size"] == 64
+    assert json.loads(out)["summary"]["forward_macs_per_image"] == 148_557_824
