@@ -6,8 +6,10 @@ Torch and user code warn in many lines (a file, a line number, the source line, 
 
     cnncost: note: net.py:make raised 3 warnings: UserWarning x2 "Lazy modules are a new feature ..."; ...
 
-Use: enter `collect(label)` wherever user code runs (it nests and may be entered many times, once per forward),
-and call `report()` once when the command ends. `summarised(label)` is both, for one block.
+Use: enter `collect(label)` wherever user code runs (it nests and may be entered many times, once per forward).
+It keeps warnings only inside `summarising()`, which the command line enters around a command and which calls
+`report()` when the command ends; the library, called from Python, leaves warnings to Python's own filters.
+`summarised(label)` is both, for one block.
 
 `input_hint(model, error)` names a forward whose first argument is not a tensor (`forward(batch: dict)`): cnncost
 makes image tensors only, so the factory should return example inputs beside the model.
@@ -22,11 +24,26 @@ from collections import Counter
 from collections.abc import Iterator
 
 SEEN: dict[str, Counter] = {}  # label -> (category name, first line of the message) -> times
+ACTIVE: list[bool] = []  # one entry per summarising() scope entered
+
+
+@contextlib.contextmanager
+def summarising(stream=None) -> Iterator[None]:
+    """Within, collect() keeps warnings; at the end, report() prints them."""
+    ACTIVE.append(True)
+    try:
+        yield
+    finally:
+        ACTIVE.pop()
+        report(stream)
 
 
 @contextlib.contextmanager
 def collect(label: str) -> Iterator[None]:
-    """Keep every warning raised inside under label, printing none of them."""
+    """Inside summarising(): keep every warning raised inside under label, printing none of them."""
+    if not ACTIVE:
+        yield
+        return
     seen = SEEN.setdefault(label, Counter())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # count each one: the summary says how often
@@ -66,11 +83,8 @@ def report(stream=None) -> list[str]:
 @contextlib.contextmanager
 def summarised(label: str, stream=None) -> Iterator[None]:
     """collect(label) around the block, then its one line (and any other label's) on stderr."""
-    try:
-        with collect(label):
-            yield
-    finally:
-        report(stream)
+    with summarising(stream), collect(label):
+        yield
 
 
 TENSOR_NAMES = ("Tensor", "torch.Tensor")

@@ -110,10 +110,8 @@ def run(argv: list[str] | None = None) -> int:
     from cnncost.trace.userfile import watch_interrupts
     watch_interrupts()
     INPUTS.clear()  # the files this run reads, which no output may replace
-    try:
+    with warnings_summary.summarising():  # a model's warnings, one line each, after its output or error
         return run_app(argv)
-    finally:
-        warnings_summary.report()  # a model's warnings, one line each, after its output or error
 
 
 def run_app(argv: list[str] | None) -> int:

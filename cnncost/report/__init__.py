@@ -24,7 +24,7 @@ COSTS = {"overview.md": 0.3, "lessons.md": 0.3, "verification.md:alexnet": 0.3, 
          "verification.md:efficientnet_b6": 4.2, "verification.md:efficientnet_b7": 6.8,
          "verification.md:googlenet_paper": 0.6, "verification.md:resnet50_v1": 0.8,
          "verification.md:vit_b_16": 1.7, "verification.md:lraspp_mobilenet_v3_large": 1.1,
-         "verification.md:r3d_18": 2.1, "benchmarks.md": 0.5, "speed.md": 1.0, "training.md:alexnet": 0.1, "training.md:vgg16": 0.2,
+         "verification.md:r3d_18": 2.1, "benchmarks.md": 0.5, "speed.md": 10.5, "training.md:alexnet": 0.1, "training.md:vgg16": 0.2,
          "training.md:googlenet": 0.7, "training.md:resnet34": 0.4, "training.md:resnet50": 0.7,
          "training.md:resnext50_32x4d": 0.7, "training.md:densenet121": 1.6, "training.md:densenet169": 2.7,
          "training.md:densenet201": 3.2, "training.md:densenet264": 4.6, "training.md:efficientnet_b0": 0.8,
@@ -66,7 +66,7 @@ def pages(out: Path, verify_models=None, results: Path = Path("results")) -> lis
         Page("verification.md", "Verification", "analytic vs our tracer vs fvcore vs ptflops vs torch, every "
              "difference explained", [part(f"verification.md:{m}", verification.model_part, m) for m in checked],
              verification.page),
-        Page("benchmarks.md", "Benchmarks", "measured throughput from results/*.csv, each labelled with its device",
+        Page("benchmarks.md", "Benchmarks", "measured throughput from results/bench-*.csv, each labelled with its device",
              [part("benchmarks.md", benchmarks.report, out, results)]),
         Page("speed.md", "Speed", "time per layer measured on this CPU and predicted for GPUs, against MACs; how well "
              "predictions match measurements", [part("speed.md", speed.report, out, results)]),
