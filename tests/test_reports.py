@@ -147,3 +147,33 @@ def test_benchmarks_without_data_say_why(tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     (why,) = benchmarks.problems(Path("results"))
     assert "no bench-*.csv in" in why
+
+
+def test_benchmarks_puts_predict_beside_every_measured_row(tmp_path):
+    """Each measured row gets predict's images/s on the calibrated profile of its CPU at its threads; a user's file
+    is not run; a CPU without a profile at those threads gets no prediction, and the page says why."""
+    import pandas as pd
+
+    from cnncost.bench.plots import measured
+    from cnncost.report.benchmarks import against
+    from cnncost.speed.device import load
+    from cnncost.speed.estimate import predict_on
+
+    results = COMMITTED.parent / "results"
+    profile = load(results / "device-cpu-amd-epyc-2t.json")
+    rows = pd.read_csv(results / "bench-cpu-amd-epyc.csv").head(2)
+    rows["model"], rows["batch"], rows["size"], rows["mode"] = ["resnet18", "net.py:make"], 2, 64, "infer"
+    rows["device_name"], rows["threads"], rows["img_per_s"] = profile.name, profile.threads, 100.0
+    csv = tmp_path / "bench-x.csv"
+    rows.to_csv(csv, index=False)
+    page = against(measured(csv), results)
+    expected = predict_on(profile, "resnet18", "fp32", 2, 64).img_per_s
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+             for line in page.splitlines() if line.startswith("| ")}
+    assert float(cells["resnet18"][5]) == pytest.approx(expected, rel=5e-4)  # 4 significant digits shown
+    assert float(cells["resnet18"][6]) == pytest.approx(100 * (expected / 100.0 - 1), abs=0.05)
+    assert cells["net.py:make"][5:] == ["", ""]
+    assert "over 1 of 2 rows" in page and "cpu-amd-epyc-2t" in page
+    rows["threads"] = 7
+    rows.to_csv(csv, index=False)
+    assert against(measured(csv), results).startswith("No prediction beside these rows")

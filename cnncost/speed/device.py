@@ -181,3 +181,12 @@ def check_profile(profile: DeviceProfile, device_type: str, threads: int | None 
         raise CnnCostError(f"device profile {profile.key} was measured with {profile.threads} CPU thread(s), this run "
                            f"uses {threads}{again} --threads {threads}`")
     return profile
+
+
+def find_measured(folder: str | Path, name: str, threads: int | None = None) -> DeviceProfile | None:
+    """The measured profile under folder (device-*.json) of a device (`name`: as torch names it, or the machine
+    a profile records), at `threads` CPU threads (None: the most threads found), or None; for pages made from
+    committed files, on any machine."""
+    found = [p for p in (load(path) for path in sorted(Path(folder).glob("device-*.json")))
+             if p.measured and name in (p.name, p.machine) and (threads is None or p.threads == threads)]
+    return max(found, key=lambda p: p.threads or 0) if found else None

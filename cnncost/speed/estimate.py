@@ -79,6 +79,14 @@ def predict(model, device="cpu", dtype: str = "fp32", batch: int | None = None, 
     ModelSource it was traced from for `train`) on a device."""
     profile = resolve(device, threads)
     check_dtype(profile, dtype)
+    return predict_on(profile, model, dtype, batch, size, channels_last, compiled, train, inputs, source)
+
+
+def predict_on(profile: DeviceProfile, model, dtype: str = "fp32", batch: int | None = None, size: int | None = None,
+               channels_last: bool = False, compiled: bool = False, train: bool = False, inputs=None,
+               source=None) -> Prediction:
+    """predict() on a profile taken as it is: a measured one is not checked against this machine (a page made
+    from committed measurements predicts them wherever it is made)."""
     result = model if hasattr(model, "table") and hasattr(model, "totals") else None
     if result is None:
         from cnncost.trace import count
