@@ -179,7 +179,7 @@ def check_profile(profile: DeviceProfile, device_type: str, threads: int | None 
                            f"{torch_version or '(not installed)'}{again}`")
     if device_type == "cpu" and threads is not None and profile.threads != threads:
         raise CnnCostError(f"device profile {profile.key} was measured with {profile.threads} CPU thread(s), this run "
-                           f"uses {threads}{again} --threads {threads}`")
+                           f"uses {threads}: run with --threads {profile.threads}{again} --threads {threads}`")
     return profile
 
 
