@@ -5,9 +5,10 @@ tables, each beside 1/MACs; and predict's own speed against trace's.
    predicts the latency of models calibration never saw (its cases come from ResNet-50, ResNeXt-50,
    EfficientNet-B0, MobileNetV3, ViT-B/16, Swin-T, ConvNeXt-T, DenseNet-121 and FPN / DeepLab heads; CPU_MODELS
    holds none of them), at batch 1 and 8 in fp32; `cnncost bench`'s runner measures them (its images/s: the median
-   block of its CPU defaults, 2 warm-up steps and 3 blocks of 5, as calibrate fits each case's median block). Reported: median and 90th-percentile relative error of speed,
-   Spearman's rank correlation and close pairs named right, beside 1/MACs with its best scale; and predict at
-   its own best scale, which is what is left of its error when the machine's load made the profile's level wrong.
+   block of its CPU defaults, 2 warm-up steps and 3 blocks of 5, as calibrate fits each case's median block).
+   Reported: median and 90th-percentile relative error of speed, Spearman's rank correlation and close pairs named
+   right, beside 1/MACs with its best scale; and predict at its own best scale, which is what is left of its
+   error when the machine's load made the profile's level wrong.
 2. GPU. timm's RTX 3090 AMP inference tables (nchw, nhwc; --timm-dir), the only published throughput predict's
    constants were set on, predicted through `predict` itself at each row's batch and size: the accuracy of the fit
    (a GPU the constants never saw is the real test, judged on tables kept elsewhere). No compiled RTX 3090 table

@@ -67,7 +67,8 @@ def pages(out: Path, verify_models=None, results: Path = Path("results")) -> lis
         Page("verification.md", "Verification", "analytic vs our tracer vs fvcore vs ptflops vs torch, every "
              "difference explained", [part(f"verification.md:{m}", verification.model_part, m) for m in checked],
              verification.page),
-        Page("benchmarks.md", "Benchmarks", "measured throughput from results/bench-*.csv, each labelled with its device",
+        Page("benchmarks.md", "Benchmarks", "measured throughput from results/bench-*.csv, each labelled with its "
+             "device",
              [part("benchmarks.md", benchmarks.report, out, results)]),
         Page("speed.md", "Speed", "time per layer measured on this CPU and predicted for GPUs, against MACs; how well "
              "predictions match measurements", [part("speed.md", speed.report, out, results)]),

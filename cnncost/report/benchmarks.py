@@ -40,9 +40,12 @@ def predicted(row, profile) -> float | None:
 
 def against(df, results: Path) -> str:
     """Every measured row beside predict's images/s for it, and the median error."""
-    rows, errors, sources = [], [], set()
+    rows, errors, sources, profiles = [], [], set(), {}
     for row in df.sort_values(["config", "gmacs", "batch"]).itertuples():
-        profile = row_profile(row, results)
+        device = (row.device, row.device_name, row.threads if row.device == "cpu" else None)
+        if device not in profiles:  # each device's profile is read once, not once per row
+            profiles[device] = row_profile(row, results)
+        profile = profiles[device]
         guess = predicted(row, profile)
         error = 100 * (guess / row.img_per_s - 1) if guess else None
         if error is not None:

@@ -111,7 +111,8 @@ def measured_section(rows: pd.DataFrame, results: Path, figures: Path) -> str:
                              "predicted_ms": round(r.predicted_ms, 3)})
         text += ("Predicted beside measured (`cnncost predict --device` this CPU's calibrated profile, the same "
                  "rows), per category:\n\n" + table(side, human=False, floatfmt=".4g") + "\n")
-        profile = cpu_profile(results, first.machine, int(first.threads))
+        from cnncost.speed.device import find_measured
+        profile = find_measured(results, first.machine, int(first.threads))  # this CPU's, at the rows' threads
         if profile is not None:
             inference["intensity"] = [2 * m / b if b else 0 for m, b in zip(inference.macs, inference.bytes)] \
                 if "bytes" in inference else 0
@@ -120,12 +121,6 @@ def measured_section(rows: pd.DataFrame, results: Path, figures: Path) -> str:
                 roofline_plot(inference, profile, figures / "speed-roofline-cpu.png")
                 text += image("figures/speed-roofline-cpu.png", "measured layers on this CPU's roofline") + "\n"
     return text
-
-
-def cpu_profile(results: Path, machine: str, threads: int):
-    """The calibrated profile under results/ of the CPU the rows were measured on, at their thread count."""
-    from cnncost.speed.device import find_measured
-    return find_measured(results, machine, threads)
 
 
 def gpu_section(figures: Path) -> str:

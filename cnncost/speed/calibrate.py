@@ -11,8 +11,9 @@ Method.
 - Timing: cnncost.speed.timing.measure, blocks of repeated calls under torch.inference_mode (eval modules, inputs
   and weights cast to the dtype). As in a model, where each layer's weights and input are not the ones it just
   used, the calls go round enough copies of the case (its module and inputs) that together they outgrow the
-  caches (COLD_BYTES); and the fit takes each case's median block, as `bench` reports a model's median. Cases of a class run from small to large; once a call takes
-  longer than the plan's cap, the larger cases of the class are skipped and listed in the notes.
+  caches (COLD_BYTES); and the fit takes each case's median block, as `bench` reports a model's median. Cases of
+  a class run from small to large; once a call takes longer than the plan's cap, the larger cases of the class are
+  skipped and listed in the notes.
 - Fit: per dtype and class, cnncost.speed.fit.fit_rate (roofline with a fixed cost, least relative squared error).
 - Device figures: peak_flops[dtype] is the best FLOP/s of the matmul cases; bandwidth_bytes_per_s is the best
   copy of a large fp32 tensor, counting its bytes read plus its bytes written (2 x its size); op_overhead_s is
@@ -263,12 +264,11 @@ TICK_S = 0.01  # progress is counted in hundredths of a second of expected work
 # level cache (32 MB per AMD EPYC CCD, up to ~100 MB on Xeons) or a GPU's L2 (50 MB on H100), at most MAX_COPIES.
 COLD_BYTES = 256 << 20
 MAX_COPIES = 64
-TIMED = "median_s"  # the time of a point that fits and summaries use
 
 
 def timed(point: dict) -> float | None:
-    """A measured point's time per call (its median block), or None when it was not measured."""
-    return point[TIMED]
+    """The time per call that fits and summaries use: a measured point's median block (None if not measured)."""
+    return point["median_s"]
 
 
 def check_device(device: str) -> str:
@@ -359,7 +359,7 @@ def numerics(device: str, dtype: str):
 def time_case(case: Case, device: str, dtype: str, plan: Plan) -> tuple[float, float]:
     """(best, median) seconds of one call of a case on the device in a dtype."""
     torch_dtype = TORCH_DTYPES[dtype]
-    moved = case.work[dtype][1] if dtype in case.work else 0
+    moved = case.work[dtype][1]
     copies = [(case.build().to(device=device, dtype=torch_dtype), case.inputs(device, torch_dtype))
               for _ in range(max(1, min(MAX_COPIES, -(-COLD_BYTES // max(moved, 1)))))]
     turn = itertools.cycle(copies)
@@ -527,8 +527,8 @@ def measure_profile(device: str, dtypes: tuple[str, ...], threads: int | None, p
         points = [p for dtype in dtypes for p in measure_points(cases, device, dtype, plan, bar)]
     notes = [f"FLOPs = 2 x MACs + bias adds and bytes = read + written, of each case's trace rows (device.work); "
              f"bandwidth: copy of {plan.copy_elements * 4 / 1e6:.0f} MB fp32, read + write; op overhead: add of two "
-             f"one-element tensors; times: median block of repeated calls over copies that outgrow the caches; peaks: "
-             f"best block", load_note()]
+             f"one-element tensors; times: median block of repeated calls over copies that outgrow the caches; "
+             f"peaks: best block", load_note()]
     if plan is PLANS["quick"]:
         notes.append("quick: two tiny sizes per class, a smoke test; not a profile to predict with")
     peaks, rates = {}, {}
